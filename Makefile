@@ -1,0 +1,46 @@
+# Smartpole: one entry point for developers, CI and installers.
+#   make run    a whole simulated pole on the bundled sample clip
+#   make test   lint, types, firmware build, unit + HIL tests (CI runs this)
+#   make bench  benchmarks that print figures
+#   make soak   long firmware heap soak (100,000 frames)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv firmware test lint typecheck unit run bench soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+firmware: venv
+	$(PY) firmware/build.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(MAKE) -s typecheck-firmware
+
+typecheck-firmware: venv
+	cd firmware && ../$(VENV)/bin/mypy --config-file mypy.ini src
+
+test: lint firmware
+	$(PY) -m pytest -q
+
+run: venv firmware
+	$(VENV)/bin/polectl sim
+
+bench: venv firmware
+	$(PY) bench/run_all.py
+
+soak: venv firmware
+	SOAK_FRAMES=100000 $(PY) -m pytest -q -s tests/firmware/test_soak.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

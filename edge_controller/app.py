@@ -1,0 +1,205 @@
+"""The controller: wires the link, the pole state, the uplink and the camera under one supervisor.
+
+Task names are frozen (docs/architecture.md): link, uplink, telemetry,
+lamp_poll, camera. Later features add their own (detector, violations,
+audio, visibility, dimming, peripherals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from edge_controller.camera.task import CameraTask
+from edge_controller.clock import clock_status, utc_iso
+from edge_controller.config import Config, config_version
+from edge_controller.link.client import LinkClient
+from edge_controller.link.session import LinkEvent
+from edge_controller.pole_state import PoleState
+from edge_controller.supervisor import Supervisor, TaskSpec
+from edge_controller.uplink import commands
+from edge_controller.uplink.mqtt import Record, Uplink
+from edge_controller.uplink.topics import Topics
+from edge_controller.version import __version__
+
+log = logging.getLogger(__name__)
+
+EXIT_RESTART = 75  # EX_TEMPFAIL: the service manager restarts us (reboot command)
+
+
+class ProcessStats:
+    """CPU and memory of this process, from os.times() and /proc."""
+
+    def __init__(self) -> None:
+        self._last_cpu = self._cpu()
+        self._last_wall = time.monotonic()
+        self.started = self._last_wall
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def sample(self) -> dict[str, float]:
+        cpu, wall = self._cpu(), time.monotonic()
+        pct = 100.0 * (cpu - self._last_cpu) / max(wall - self._last_wall, 1e-6)
+        self._last_cpu, self._last_wall = cpu, wall
+        return {"uptime_s": round(wall - self.started, 3), "cpu_percent": round(pct, 2),
+                "rss_mb": round(_rss_bytes() / 2**20, 2)}
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Controller:
+    def __init__(self, cfg: Config, config_path: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.mqtt.topic_root, cfg.pole.id)
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = utc_iso()
+        self.config_version = config_version(config_path)
+        self.state = PoleState()
+        self.proc = ProcessStats()
+        self.link = LinkClient(cfg.link, f"smartpole-controller {__version__}", self._on_link)
+        self.uplink = Uplink(cfg.mqtt, self.topics, self._birth, self._on_command)
+        self.camera: CameraTask | None = None
+        specs = [
+            TaskSpec("link", self.link.run, "always", probe=lambda: self.link.up),
+            TaskSpec("uplink", self.uplink.run, "always", probe=lambda: self.uplink.connected),
+            TaskSpec("telemetry", self._telemetry_loop, "always"),
+            TaskSpec("lamp_poll", self._lamp_poll_loop, "always"),
+        ]
+        if cfg.camera.enabled:
+            self.camera = CameraTask(cfg.camera, self.uplink.event, self._camera_ended)
+            cam = self.camera
+            specs.append(TaskSpec("camera", cam.run, "on_failure", probe=lambda: cam.healthy))
+        self.supervisor = Supervisor(
+            specs,
+            restart_min_s=cfg.supervisor.restart_min_s,
+            restart_max_s=cfg.supervisor.restart_max_s,
+            max_restarts=cfg.supervisor.max_restarts,
+            restart_window_s=cfg.supervisor.restart_window_s,
+            on_failure=lambda name, err: self.uplink.event("task_failed",
+                                                           {"task": name, "error": err}),
+        )
+        self.supervisor.set_shutdown_hook(self._shutdown)
+
+    async def run(self) -> int:
+        return await self.supervisor.run()
+
+    # ---- link -> state -> events ------------------------------------------------
+
+    def _on_link(self, ev: LinkEvent) -> None:
+        for name, detail in self.state.apply(ev):
+            self.uplink.event(name, detail)
+        if ev.kind == "incompatible":
+            log.error("link: %s; refusing to drive this board (update the firmware or "
+                      "the controller)", ev.detail)
+        if ev.kind == "frame" and ev.frame is not None and ev.frame.name == "board_id":
+            self.uplink.refresh_birth()  # hello + board id complete the firmware identity
+
+    # ---- reports --------------------------------------------------------------
+
+    def _birth(self) -> dict[str, Any]:
+        fw = self.link.session.firmware
+        caps = fw.capabilities() if fw.version else []
+        if self.camera is not None:
+            caps.append("camera")
+        if self.uplink.protocol == "5":
+            caps.append("mqtt5")
+        return {
+            "boot_id": self.boot_id,
+            "started_at": self.started_at,
+            "controller_version": __version__,
+            "firmware": ({"version": fw.version, "board_id": fw.board_id,
+                          "protocol": fw.protocol} if fw.version else None),
+            "config_version": self.config_version,
+            "models": {},
+            "capabilities": caps,
+        }
+
+    def telemetry(self) -> dict[str, Any]:
+        s = self.link.session
+        return {
+            "clock": clock_status(),
+            "lamp": self.state.lamp,
+            "sensors": self.state.sensors,
+            "digital_inputs": self.state.digital_inputs,
+            "link": {"up": s.up, "port": self.cfg.link.port,
+                     "rtt_ms": None if s.last_rtt_s is None else round(s.last_rtt_s * 1000, 3),
+                     **s.link_counters(), "firmware_stats": self.state.firmware_stats},
+            "process": {**self.proc.sample(), "tasks": self.supervisor.report()},
+            "camera": self.camera.stats() if self.camera is not None else None,
+            "mqtt": {"protocol": self.uplink.protocol, "reconnects": self.uplink.reconnects,
+                     "commands_received": self.uplink.commands_received,
+                     "commands_rejected": self.uplink.commands_rejected},
+        }
+
+    async def _telemetry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.telemetry.interval_s)
+            self.uplink.publish(Record(self.topics.telemetry, self.uplink.stamp(self.telemetry())))
+
+    async def _lamp_poll_loop(self) -> None:
+        # The firmware reports lamp changes itself; a slow poll repairs a lost report.
+        while True:
+            await asyncio.sleep(self.cfg.telemetry.lamp_poll_s)
+            if self.link.up:
+                await self.link.request("lamp_get")
+
+    # ---- commands -------------------------------------------------------------
+
+    def _result(self, cid: str | None, status: str, reason: str, detail: str) -> None:
+        if status != "ok":
+            self.uplink.commands_rejected += status == "rejected"
+        self.uplink.publish(Record(self.topics.result, self.uplink.stamp(
+            {"id": cid, "status": status, "reason": reason, "detail": detail})))
+
+    async def _on_command(self, payload: bytes) -> None:
+        cmd = commands.parse(payload, time.time())
+        if isinstance(cmd, commands.Rejection):
+            log.warning("command rejected (%s): %s", cmd.reason, cmd.detail)
+            self._result(cmd.id, "rejected", cmd.reason, cmd.detail)
+            return
+        body = cmd.body
+        if isinstance(body, commands.Ping):
+            self._result(cmd.id, "ok", "done", "pong")
+        elif isinstance(body, commands.LampSet):
+            out = await self.link.command("lamp_set", (body.level, body.fade_ms))
+            self._link_result(cmd.id, out.ok, out.reason,
+                              f"lamp to {body.level} % over {body.fade_ms} ms")
+        elif isinstance(body, commands.Reboot):
+            if body.target == "controller":
+                self._result(cmd.id, "ok", "done", "controller restarting")
+                self.supervisor.stop(EXIT_RESTART)
+            else:
+                out = await self.link.command("reboot", (200,))
+                self._link_result(cmd.id, out.ok, out.reason, "firmware reboot in 200 ms")
+
+    def _link_result(self, cid: str, ok: bool, reason: str, what: str) -> None:
+        if ok:
+            self._result(cid, "ok", "done", what)
+        elif reason in ("bad_value", "unsupported", "malformed", "state", "busy", "version"):
+            self._result(cid, "failed", "firmware_nak", f"firmware refused: {reason}")
+        else:
+            self._result(cid, "failed", reason, f"{what}: {reason.replace('_', ' ')}")
+
+    # ---- lifecycle ------------------------------------------------------------
+
+    def _camera_ended(self) -> None:
+        self.supervisor.stop(0)
+
+    async def _shutdown(self) -> None:
+        # Last telemetry, then offline (retained) and only then the disconnect.
+        self.uplink.publish(Record(self.topics.telemetry, self.uplink.stamp(self.telemetry())))
+        await self.uplink.shutdown("shutdown")

@@ -1,0 +1,235 @@
+"""The pole's one TOML config file, validated by pydantic.
+
+`parse(dict)` validates plain data (tests use it directly); `load(path)` reads
+TOML and calls `parse`. Every error names the file, the key path and the
+reason. Every knob has a default and a description; `docs/config.md` is the
+reference and is checked against these models by a test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoleConfig(_Section):
+    id: Annotated[str, Field(pattern=POLE_ID_RE)] = Field(
+        "pole-0001",
+        description="Pole id: lowercase letters, digits and '-'; part of every MQTT topic.",
+    )
+    latitude: float | None = Field(
+        None, ge=-90, le=90, description="Latitude in degrees (sun position for dimming)."
+    )
+    longitude: float | None = Field(
+        None, ge=-180, le=180, description="Longitude in degrees (sun position for dimming)."
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the pole, for schedules; reports are always UTC."
+    )
+
+
+class LinkConfig(_Section):
+    port: str = Field(
+        "/dev/ttyUSB0", description="Serial device of the I/O board (a pty path in simulation)."
+    )
+    baudrate: int = Field(115200, gt=0, description="UART speed in baud.")
+    heartbeat_s: float = Field(
+        1.0, gt=0, le=60, description="Interval between controller heartbeats to the firmware."
+    )
+    ack_timeout_s: float = Field(
+        0.25, gt=0, le=10, description="Time to wait for an ack before retrying a command."
+    )
+    retries: int = Field(
+        3, ge=0, le=10, description="Retransmissions of a command before it fails."
+    )
+    hello_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Time to wait for the firmware's hello after a request."
+    )
+    lost_after_s: float = Field(
+        3.5, gt=0, le=600,
+        description="Silence from the firmware after which the link counts as lost "
+        "(keep it below the firmware's fail-safe timeout).",
+    )
+    reopen_backoff_s: float = Field(
+        1.0, gt=0, le=60, description="Delay before reopening a serial port that failed."
+    )
+
+
+class MqttConfig(_Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto",
+        description="MQTT version: 'auto' tries 5 and falls back to 3.1.1 if the broker "
+        "refuses it.",
+    )
+    topic_root: str = Field(
+        "smartpole/v1", description="Topic prefix; the API version is part of it."
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id; defaults to 'smartpole-<pole id>'."
+    )
+    username: str | None = Field(None, description="Broker user name, if the broker wants one.")
+    password: str | None = Field(None, description="Broker password, if the broker wants one.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    reconnect_min_s: float = Field(
+        0.5, gt=0, le=60, description="First reconnect delay; doubles per failure with jitter."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Largest reconnect delay."
+    )
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (system CAs if unset).")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mqtts://.")
+    key_file: Path | None = Field(None, description="Client private key (PEM) for mqtts://.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        try:
+            _ = u.port
+        except ValueError as e:
+            raise ValueError(f"bad port: {e}") from None
+        return v
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", v):
+            raise ValueError("must be plain topic levels without wildcards or a trailing '/'")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.url)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class TelemetryConfig(_Section):
+    interval_s: float = Field(
+        10.0, ge=0.2, le=3600, description="Period of the telemetry message."
+    )
+    lamp_poll_s: float = Field(
+        5.0, ge=0.2, le=3600, description="Period of lamp state polls over the link."
+    )
+
+
+class CameraConfig(_Section):
+    enabled: bool = Field(True, description="Run the camera task.")
+    source: str = Field(
+        "v4l2:0",
+        description="'v4l2:N' or a /dev/videoN path, an rtsp:// or http(s):// stream URL, or "
+        "'file:PATH' for a recorded video.",
+    )
+    realtime: bool = Field(
+        True, description="Pace a video file at its own frame rate (as a live camera would)."
+    )
+    on_end: Literal["loop", "stop", "exit"] = Field(
+        "loop",
+        description="When a video file ends: play it again, stop the camera task, or shut the "
+        "controller down cleanly (used by the simulated pole).",
+    )
+    queue_size: int = Field(
+        2, ge=1, le=64, description="Frames buffered between capture and analysis; the oldest "
+        "is dropped when full.",
+    )
+
+
+class SupervisorConfig(_Section):
+    restart_min_s: float = Field(
+        0.5, gt=0, le=60, description="First delay before restarting a failed task."
+    )
+    restart_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Largest delay between restarts of a failed task."
+    )
+    max_restarts: int = Field(
+        20, ge=0, description="Restarts within restart_window_s after which a task is marked "
+        "failed and left stopped.",
+    )
+    restart_window_s: float = Field(
+        600.0, gt=0, description="Window for counting restarts against max_restarts."
+    )
+
+
+class Config(_Section):
+    pole: PoleConfig = Field(default_factory=PoleConfig, description="Identity and location.")
+    link: LinkConfig = Field(default_factory=LinkConfig, description="UART link to the I/O board.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Upstream MQTT broker.")
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig, description="Periodic reports."
+    )
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera capture.")
+    supervisor: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="Task restart policy."
+    )
+
+
+class ConfigError(Exception):
+    """Invalid configuration: one line per problem, `file: key.path: reason`."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {k}: {r}" for k, r in problems))
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        reason = e["msg"]
+        if e["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling; see docs/config.md)"
+        out.append((key, reason))
+    return out
+
+
+def parse(data: dict[str, object], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, _problems(e)) from None
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(p), [("(file)", e.strerror or str(e))]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(p), [("(syntax)", str(e))]) from None
+    return parse(data, str(p))
+
+
+def config_version(path: str | Path | None) -> str:
+    """First 16 hex digits of the config file's SHA-256 ('defaults' without a file)."""
+    if path is None:
+        return "defaults"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

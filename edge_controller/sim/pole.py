@@ -1,0 +1,187 @@
+"""A whole simulated pole: firmware on the MicroPython unix port, a pty cable, the controller.
+
+Used by `polectl sim` (`make run`) and by the HIL harness. The controller runs
+as its own process with a generated TOML config, exactly as on a pole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from edge_controller.sim.broker import Broker, start_broker
+from edge_controller.sim.firmware import DEFAULT_BUILD, SimFirmware
+from edge_controller.sim.wire import PtyWire
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_VIDEO = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(sections: dict[str, dict[str, object]]) -> str:
+    out = []
+    for name, kv in sections.items():
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in kv.items())
+        out.append("")
+    return "\n".join(out)
+
+
+class SimPole:
+    def __init__(
+        self,
+        workdir: Path,
+        broker_url: str,
+        *,
+        pole_id: str = "sim-pole-1",
+        video: Path | None = None,
+        overrides: dict[str, dict[str, object]] | None = None,
+        build_dir: Path = DEFAULT_BUILD,
+    ) -> None:
+        self.workdir = workdir
+        self.broker_url = broker_url
+        self.pole_id = pole_id
+        self.video = video
+        self.overrides = overrides or {}
+        self.build_dir = build_dir
+        self.wire: PtyWire | None = None
+        self.firmware: SimFirmware | None = None
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.config_path = workdir / "pole.toml"
+        self.controller_log = workdir / "controller.log"
+        self._log_fh: IO[bytes] | None = None
+
+    def config(self) -> dict[str, dict[str, object]]:
+        assert self.wire is not None
+        sections: dict[str, dict[str, object]] = {
+            "pole": {"id": self.pole_id},
+            "link": {"port": self.wire.ctl_path},
+            "mqtt": {"url": self.broker_url},
+            "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
+            "camera": ({"enabled": True, "source": f"file:{self.video}", "on_end": "exit"}
+                       if self.video else {"enabled": False}),
+        }
+        for sec, kv in self.overrides.items():
+            sections.setdefault(sec, {}).update(kv)
+        return sections
+
+    def start(self) -> SimPole:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.wire = PtyWire()
+        self.firmware = SimFirmware(self.wire.fw_path, self.build_dir,
+                                    log_path=self.workdir / "firmware.log")
+        self.firmware.start()
+        self.config_path.write_text(render_toml(self.config()))
+        self.start_controller()
+        return self
+
+    def start_controller(self) -> None:
+        self._log_fh = open(self.controller_log, "ab")  # noqa: SIM115 - lives with the process
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "edge_controller.main", "--config", str(self.config_path)],
+            stdout=self._log_fh, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def stop_controller(self, sig: int = signal.SIGTERM, within_s: float = 10.0) -> int | None:
+        p = self.controller
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(within_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        return p.returncode
+
+    def stop(self) -> None:
+        self.stop_controller()
+        if self.firmware is not None:
+            self.firmware.stop()
+        if self.wire is not None:
+            self.wire.close()
+
+    def controller_log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.controller_log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def run_sim(
+    video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path
+) -> int:
+    """`make run`: a simulated pole plays a clip through its camera task, then exits."""
+    from rich.console import Console
+
+    from polectl.monitor import monitor
+
+    console = Console()
+    video = (video or SAMPLE_VIDEO).resolve()
+    if not video.is_file():
+        console.print(f"[red]video {video} not found[/]")
+        return 2
+    if not (DEFAULT_BUILD / "main.mpy").exists():
+        console.print("[red]no firmware build: run `make firmware` first[/]")
+        return 2
+    own: Broker | None = None
+    if ":" in broker and broker not in ("auto", "mosquitto", "embedded"):
+        host, _, port_s = broker.rpartition(":")
+        url = f"mqtt://{host}:{port_s}"
+    else:
+        own = start_broker(broker, allow_apt=allow_apt)  # type: ignore[arg-type]
+        url = own.url
+        console.print(f"broker: {own.kind} on {url}")
+    workdir = workdir.resolve()
+    pole = SimPole(workdir, url, video=video)
+    host, port = url.split("://")[1].split(":")
+    try:
+        pole.start()
+        console.print(f"firmware: MicroPython unix port on {pole.wire.fw_path if pole.wire else '?'}"
+                      f"; controller pid {pole.controller.pid if pole.controller else '?'}; "
+                      f"logs in {workdir}")
+
+        async def watch() -> Any:
+            stop = asyncio.Event()
+
+            async def wait_controller() -> None:
+                while pole.controller is not None and pole.controller.poll() is None:
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)  # let the last messages land in the view
+                stop.set()
+
+            waiter = asyncio.create_task(wait_controller())
+            view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live)
+            await waiter
+            return view
+
+        t0 = time.monotonic()
+        view = asyncio.run(watch())
+        code = pole.controller.returncode if pole.controller else 1
+        console.print(f"controller exited with {code} after {time.monotonic() - t0:.1f} s; "
+                      f"{view.total} messages seen")
+        if code != 0:
+            console.print(pole.controller_log_tail())
+        return int(code or 0)
+    finally:
+        pole.stop()
+        if own is not None:
+            own.stop()

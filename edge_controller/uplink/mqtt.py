@@ -1,0 +1,242 @@
+"""MQTT uplink on aiomqtt: connection, last will, the single publish path, commands in.
+
+Every record the pole reports goes through `Uplink.publish()`: one bounded
+queue, drained in order by one sender while connected. (A later release puts
+a durable queue and per-record sequence numbers behind this same call.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_controller.clock import utc_iso
+from edge_controller.config import MqttConfig
+from edge_controller.uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+API_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    payload: dict[str, Any]
+    qos: int = 1
+    retain: bool = False
+
+
+def backoff_delays(lo: float, hi: float, rng: random.Random) -> Callable[[int], float]:
+    """Full-jitter exponential backoff: attempt n waits U(0, min(hi, lo * 2**n))."""
+
+    def delay(attempt: int) -> float:
+        return rng.uniform(lo / 2, min(hi, lo * 2 ** min(attempt, 30)))
+
+    return delay
+
+
+class Uplink:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        topics: Topics,
+        birth: Callable[[], dict[str, Any]],
+        on_command: Callable[[bytes], Coroutine[Any, Any, None]],
+        queue_limit: int = 10_000,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self._birth = birth
+        self._on_command = on_command
+        self._queue: deque[Record] = deque()
+        self._queue_limit = queue_limit
+        self._have = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._rng = random.Random()
+        self.protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
+        self.connected = False
+        self.connects = 0
+        self.reconnects = 0
+        self.dropped = 0
+        self.published = 0
+        self.commands_received = 0
+        self.commands_rejected = 0
+
+    # ---- the single publish path ---------------------------------------------
+
+    def stamp(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"v": API_VERSION, "pole_id": self.topics.pole_id, "ts": utc_iso(), **payload}
+
+    def publish(self, record: Record) -> None:
+        if len(self._queue) >= self._queue_limit:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(record)
+        self._drained.clear()
+        self._have.set()
+
+    def event(self, name: str, detail: dict[str, Any]) -> None:
+        self.publish(Record(self.topics.events, self.stamp({"event": name, "detail": detail})))
+
+    def refresh_birth(self) -> None:
+        self.publish(Record(self.topics.birth, self.stamp(self._birth()), retain=True))
+
+    def state_payload(self, state: str, reason: str, ts: bool = True) -> dict[str, Any]:
+        return {"v": API_VERSION, "pole_id": self.topics.pole_id, "state": state,
+                "ts": utc_iso() if ts else None, "reason": reason}
+
+    # ---- connection ------------------------------------------------------------
+
+    def _client_for(self, protocol: str) -> aiomqtt.Client:
+        cfg = self.cfg
+        will = aiomqtt.Will(
+            self.topics.state,
+            json.dumps(self.state_payload("offline", "connection_lost", ts=False)),
+            qos=1,
+            retain=True,
+        )
+        tls: ssl.SSLContext | None = None
+        if cfg.tls:
+            tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+            if cfg.cert_file:
+                tls.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
+        v5 = protocol == "5"
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            identifier=cfg.client_id or f"smartpole-{self.topics.pole_id}",
+            username=cfg.username,
+            password=cfg.password,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=will,
+            keepalive=cfg.keepalive_s,
+            timeout=10,
+            tls_context=tls,
+            properties=props,
+            clean_session=None if v5 else True,
+        )
+
+    async def _connect(self) -> aiomqtt.Client:
+        client = self._client_for(self.protocol)
+        try:
+            await client.__aenter__()
+            return client
+        except aiomqtt.MqttError as e:
+            refused = isinstance(e, aiomqtt.MqttCodeError) or "protocol" in str(e).lower()
+            if not (self.cfg.protocol == "auto" and self.protocol == "5" and refused):
+                raise
+            log.warning("uplink: broker refused MQTT 5 (%s); falling back to 3.1.1", e)
+        self.protocol = "3.1.1"
+        client = self._client_for(self.protocol)
+        await client.__aenter__()
+        return client
+
+    async def run(self) -> None:
+        """Task body: stay connected; publish the queue; hand commands to the handler."""
+        delay = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng)
+        attempt = 0
+        while True:
+            try:
+                client = await self._connect()
+            except aiomqtt.MqttError as e:
+                # A refused v5 with a v3 fallback that also failed: try v5 again next time.
+                if self.cfg.protocol == "auto":
+                    self.protocol = "5"
+                wait = delay(attempt)
+                attempt += 1
+                log.warning("uplink: connect to %s failed (%s); retry in %.1f s",
+                            self.cfg.url, e, wait)
+                await asyncio.sleep(wait)
+                continue
+            attempt = 0
+            self.connects += 1
+            if self.connects > 1:
+                self.reconnects += 1
+            self._client = client
+            self.connected = True
+            log.info("uplink: connected to %s (MQTT %s)", self.cfg.url, self.protocol)
+            try:
+                await client.publish(self.topics.state,
+                                     json.dumps(self.state_payload("online", "connected")),
+                                     qos=1, retain=True)
+                await client.publish(self.topics.birth, json.dumps(self.stamp(self._birth())),
+                                     qos=1, retain=True)
+                await client.subscribe(self.topics.command, qos=1)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._send_loop(client), name="uplink.send")
+                    tg.create_task(self._receive_loop(client), name="uplink.receive")
+            except* aiomqtt.MqttError as eg:
+                log.warning("uplink: connection lost (%s)", eg.exceptions[0])
+            finally:
+                self.connected = False
+                self._client = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.__aexit__(None, None, None), 2)
+            await asyncio.sleep(delay(0))
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            while not self._queue:
+                self._have.clear()
+                await self._have.wait()
+            rec = self._queue[0]
+            await client.publish(rec.topic, json.dumps(rec.payload, separators=(",", ":")),
+                                 qos=rec.qos, retain=rec.retain)
+            # Removed only once the broker has it (QoS 1: after PUBACK).
+            if self._queue and self._queue[0] is rec:
+                self._queue.popleft()
+            self.published += 1
+            if not self._queue:
+                self._drained.set()
+
+    async def _receive_loop(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            if not msg.topic.matches(self.topics.command):
+                continue
+            self.commands_received += 1
+            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+            # Commands run concurrently so a slow one (a lamp fade) never blocks the next.
+            task = asyncio.get_running_loop().create_task(self._on_command(payload))
+            task.add_done_callback(_log_task_error)
+
+    async def flush(self, within_s: float) -> bool:
+        """Wait until the queue is empty or `within_s` passes; True if drained."""
+        if self.connected and self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), within_s)
+        return not self._queue
+
+    async def shutdown(self, reason: str = "shutdown", within_s: float = 3.0) -> None:
+        """Clean stop: drain what is queued, then say offline (retained) before leaving."""
+        await self.flush(within_s)
+        client = self._client
+        if client is not None and self.connected:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await asyncio.wait_for(
+                    client.publish(self.topics.state,
+                                   json.dumps(self.state_payload("offline", reason)),
+                                   qos=1, retain=True),
+                    within_s,
+                )
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("command handler failed", exc_info=task.exception())

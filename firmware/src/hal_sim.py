@@ -1,0 +1,251 @@
+# Simulated board for the MicroPython unix port: the link UART is a pty,
+# the hardware is a set of variables that a test drives through a second
+# pty ("panel") with JSON lines. See docs/firmware.md, "Sim panel".
+
+import asyncio
+import gc
+import json
+import termios
+from time import ticks_diff, ticks_ms
+
+from micropython import const
+
+TYPE_CHECKING = const(False)
+if TYPE_CHECKING:
+    from typing import Any, Coroutine
+
+    from halapi import Hal as _HalApi
+
+_VMIN = const(6)  # Linux termios c_cc indices (the unix port has no names)
+_VTIME = const(5)
+_RATED_W = 60.0  # a typical 60 W LED street luminaire
+_MAX_LINE = const(512)
+
+# Panel "set" keys: (name, attribute, max for ints or 0 for floats).
+_SET_KEYS = (("lux", "v_lux", 0), ("temp_c", "v_temp", 0), ("tilt_deg", "v_tilt", 0),
+             ("door", "v_door", 1), ("mains", "v_mains", 1), ("din", "v_din", 0xFFFF))
+
+
+def _open_raw(path: str) -> "Any":
+    f = open(path, "r+b")
+    fd = f.fileno()
+    termios.setraw(fd)
+    a = termios.tcgetattr(fd)
+    # Non-blocking reads: without this, read(n) waits until n bytes arrive.
+    a[6][_VMIN] = 0
+    a[6][_VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+    return f
+
+
+class Hal:
+    def __init__(self, link_path: str, panel_path: str, settings_path: str | None = None,
+                 board: str = "sim-00000001") -> None:
+        self.link = _open_raw(link_path)
+        self._panel = _open_raw(panel_path)
+        self._settings_path = settings_path
+        self._settings_mem: str | None = None
+        self._board = board
+        self.app: "Any" = None
+        self.duty = 0
+        self.amp_on = False
+        self.v_lux = 500.0
+        self.v_temp = 25.0
+        self.v_tilt = 0.0
+        self.v_door = 0
+        self.v_mains = 1
+        self.v_din = 0
+        self._p = 0.0
+        self._wh = 0.0
+        self._t_e = ticks_ms()
+        self.wdt_timeout = 0
+        self.wdt_feeds = 0
+        self._t_wdt = ticks_ms()
+        self.resets = 0
+        self._t0 = ticks_ms()  # log timestamps: ms since the sim started
+
+    # ---- HAL interface --------------------------------------------------
+
+    def board_id(self) -> str:
+        return self._board
+
+    def link_write(self, buf: bytes) -> None:
+        mv = memoryview(buf)
+        off = 0
+        while off < len(buf):
+            n = self.link.write(mv[off:])
+            off += n if n else 0
+
+    def _energy(self) -> None:
+        # Exact piecewise integration: called before every power change.
+        now = ticks_ms()
+        self._wh += self.power_w() * ticks_diff(now, self._t_e) / 3600000.0
+        self._t_e = now
+
+    def lamp(self, duty: int, level_c: int) -> None:
+        self._energy()  # close the interval at the old power
+        self.duty = duty
+        self._p = _RATED_W * level_c / 10000.0
+
+    def amp(self, on: bool) -> None:
+        self.amp_on = on
+
+    def lux(self) -> float:
+        return self.v_lux
+
+    def temp_c(self) -> float:
+        return self.v_temp
+
+    def door(self) -> int:
+        return self.v_door
+
+    def tilt_deg(self) -> float:
+        return self.v_tilt
+
+    def mains(self) -> int:
+        return self.v_mains
+
+    def din(self) -> int:
+        return self.v_din
+
+    def power_w(self) -> float:
+        # No mains, no light: the driver's output is gone whatever the PWM says.
+        return self._p if self.v_mains else 0.0
+
+    def energy_wh(self) -> float:
+        self._energy()
+        return self._wh
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        self.wdt_timeout = timeout_ms
+        self._t_wdt = ticks_ms()
+
+    def wdt_feed(self) -> None:
+        self.wdt_feeds += 1
+        self._t_wdt = ticks_ms()
+
+    def load_settings(self) -> str | None:
+        if self._settings_path is None:
+            return self._settings_mem
+        try:
+            with open(self._settings_path) as f:
+                return str(f.read())
+        except OSError:
+            return None
+
+    def save_settings(self, text: str) -> None:
+        if self._settings_path is None:
+            self._settings_mem = text
+            return
+        with open(self._settings_path, "w") as f:
+            f.write(text)
+
+    def reset(self) -> None:
+        # A soft restart: the app re-runs boot() on return, the process lives.
+        self.resets += 1
+        self.log("reset (soft)")
+
+    def tasks(self, app: "Any") -> "list[Coroutine[Any, Any, None]]":
+        self.app = app
+        return [self._serve()]
+
+    def log(self, msg: str) -> None:
+        print("[%d] %s" % (ticks_diff(ticks_ms(), self._t0), msg))
+
+    # ---- panel ----------------------------------------------------------
+
+    async def _serve(self) -> None:
+        r = asyncio.StreamReader(self._panel)
+        line = b""
+        while True:
+            chunk = await r.readline()
+            if not chunk:
+                await asyncio.sleep_ms(50)
+                continue
+            line += chunk
+            if len(line) > _MAX_LINE:
+                line = b""
+                self._reply({"ok": False, "error": "line too long"})
+                continue
+            if line[-1] != 10:
+                continue  # partial line; wait for the rest
+            req = line
+            line = b""
+            try:
+                out = self._handle(req)
+            except Exception as e:  # the panel must never take the board down
+                out = {"ok": False, "error": "internal: %r" % (e,)}
+            self._reply(out)
+
+    def _reply(self, d: "dict[str, Any]") -> None:
+        self._panel.write(json.dumps(d).encode() + b"\n")
+
+    def _handle(self, line: bytes) -> "dict[str, Any]":
+        try:
+            req = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "bad json"}
+        if not isinstance(req, dict):
+            return {"ok": False, "error": "request must be an object"}
+        op = req.get("op")
+        if op == "get":
+            return self._state()
+        if op == "set":
+            return self._set(req)
+        if op == "mem":
+            gc.collect()
+            return {"ok": True, "mem_alloc": gc.mem_alloc(), "mem_free": gc.mem_free()}
+        return {"ok": False, "error": "unknown op %r" % (op,)}
+
+    def _set(self, req: "dict[str, Any]") -> "dict[str, Any]":
+        # Validate everything first so a bad request changes nothing.
+        vals = []
+        for k in req:
+            if k == "op":
+                continue
+            v = req[k]
+            spec = None
+            for s in _SET_KEYS:
+                if s[0] == k:
+                    spec = s
+            if spec is None:
+                return {"ok": False, "error": "unknown key %r" % (k,)}
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return {"ok": False, "error": "%s must be a number" % k}
+            hi = spec[2]
+            if hi and (not isinstance(v, int) or v < 0 or v > hi):
+                return {"ok": False, "error": "%s must be an int 0..%d" % (k, hi)}
+            vals.append((spec[1], v if hi else float(v)))
+        self._energy()  # mains may change: close the interval at the old power
+        for attr, v in vals:
+            setattr(self, attr, v)
+        return {"ok": True}
+
+    def _state(self) -> "dict[str, Any]":
+        app = self.app
+        lamp = app.lamp_info() if app else {}
+        lamp["duty_u16"] = self.duty  # what the "pin" really carries
+        return {
+            "ok": True,
+            "lamp": lamp,
+            "amp": 1 if self.amp_on else 0,
+            "lux": self.v_lux,
+            "temp_c": self.v_temp,
+            "door": self.v_door,
+            "tilt_deg": self.v_tilt,
+            "mains": self.v_mains,
+            "din": self.v_din,
+            "power_w": self.power_w(),
+            "energy_wh": self.energy_wh(),
+            "wdt_timeout_ms": self.wdt_timeout,
+            "wdt_feeds": self.wdt_feeds,
+            "wdt_age_ms": ticks_diff(ticks_ms(), self._t_wdt),
+            "uptime_ms": app.uptime_ms if app else 0,
+            "resets": self.resets,
+            "counters": app.counters() if app else None,
+        }
+
+
+if TYPE_CHECKING:
+    def _conforms(h: Hal) -> _HalApi:
+        return h  # mypy: the sim implements the whole HAL interface

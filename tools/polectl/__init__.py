@@ -1,0 +1,1 @@
+"""polectl: the installer's command line for smartpole poles."""

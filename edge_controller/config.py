@@ -86,6 +86,11 @@ class MqttConfig(_Section):
     username: str | None = Field(None, description="Broker user name, if the broker wants one.")
     password: str | None = Field(None, description="Broker password, if the broker wants one.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=120,
+        description="Time to wait for the broker to answer a CONNECT or acknowledge a publish; "
+        "with protocol 'auto', a broker silent this long on an MQTT 5 CONNECT gets 3.1.1.",
+    )
     reconnect_min_s: float = Field(
         0.5, gt=0, le=60, description="First reconnect delay; doubles per failure with jitter."
     )

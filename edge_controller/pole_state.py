@@ -23,6 +23,8 @@ FAULT_NAMES = {
     7: "link_lost",
 }
 
+FAULT_LINK_LOST = 7  # the firmware's fail-safe: controller silent too long
+
 Event = tuple[str, dict[str, object]]
 
 
@@ -40,6 +42,7 @@ class PoleState:
     digital_inputs: int | None = None
     firmware_stats: dict[str, int] | None = None
     faults: dict[int, str] = field(default_factory=dict)
+    failsafe: bool | None = None  # None until the board has told us
     link_up: bool = False
     link_was_up: bool = False
     tilt_alarm: bool = False
@@ -81,14 +84,13 @@ class PoleState:
             "on": bool(f["on"]),
             "failsafe": bool(f["failsafe"]),
         }
-        old = self.lamp
         self.lamp = new
-        if old is not None and old["failsafe"] != new["failsafe"]:
-            name = "failsafe_entered" if new["failsafe"] else "failsafe_exited"
-            return [(name, {"level": new["level"]})]
-        if old is None and new["failsafe"]:
-            return [("failsafe_entered", {"level": new["level"]})]
-        return []
+        on = bool(new["failsafe"])
+        if self.failsafe == on or (self.failsafe is None and not on):
+            self.failsafe = on
+            return []
+        self.failsafe = on
+        return [("failsafe_entered" if on else "failsafe_exited", {"level": new["level"]})]
 
     def _sensors(self, f: dict[str, object]) -> list[Event]:
         new: dict[str, object] = {
@@ -127,7 +129,17 @@ class PoleState:
     def _fault(self, f: dict[str, object]) -> list[Event]:
         code = as_int(f["code"])
         name = FAULT_NAMES.get(code, f"fault_{code}")
-        detail = {"code": code, "fault": name, "detail": str(f["detail"])}
+        detail: dict[str, object] = {"code": code, "fault": name, "detail": str(f["detail"])}
+        if code == FAULT_LINK_LOST:
+            # The board's fail-safe. Its start is usually sent while the cable is
+            # down and lost; its end proves it happened, so it is always reported.
+            if f["active"]:
+                if self.failsafe:
+                    return []
+                self.failsafe = True
+                return [("failsafe_entered", detail)]
+            self.failsafe = False
+            return [("failsafe_exited", detail)]
         if f["active"]:
             if code in self.faults:
                 return []

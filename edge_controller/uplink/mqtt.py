@@ -114,10 +114,6 @@ class Uplink:
             if cfg.cert_file:
                 tls.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
         v5 = protocol == "5"
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 0
         return aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -127,9 +123,8 @@ class Uplink:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=will,
             keepalive=cfg.keepalive_s,
-            timeout=10,
+            timeout=cfg.timeout_s,
             tls_context=tls,
-            properties=props,
             clean_session=None if v5 else True,
         )
 
@@ -139,13 +134,19 @@ class Uplink:
             await client.__aenter__()
             return client
         except aiomqtt.MqttError as e:
-            refused = isinstance(e, aiomqtt.MqttCodeError) or "protocol" in str(e).lower()
-            if not (self.cfg.protocol == "auto" and self.protocol == "5" and refused):
+            # Brokers that do not speak 5 either refuse the CONNECT (a CONNACK
+            # code) or never answer it; both end here. A broker that is down
+            # fails the 3.1.1 try as fast, so trying costs nothing.
+            if not (self.cfg.protocol == "auto" and self.protocol == "5"):
                 raise
-            log.warning("uplink: broker refused MQTT 5 (%s); falling back to 3.1.1", e)
+            first = e
+        client = self._client_for("3.1.1")
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError:
+            raise first from None
+        log.warning("uplink: broker did not accept MQTT 5 (%r); using 3.1.1", first)
         self.protocol = "3.1.1"
-        client = self._client_for(self.protocol)
-        await client.__aenter__()
         return client
 
     async def run(self) -> None:

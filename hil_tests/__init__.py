@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop tests: a simulated pole by default, a real rig with --target serial:PORT."""

@@ -1,0 +1,173 @@
+"""HIL fixtures: a real mosquitto, the firmware build on the MicroPython unix port over a
+pty pair (or a real board on a serial port), and the controller as a separate process.
+
+    pytest hil_tests                          # --target sim (default)
+    pytest hil_tests --target serial:/dev/ttyUSB0
+
+A test that needs something the chosen target lacks (the simulated hardware
+panel, say, on a rig without instruments) is skipped with the reason. In CI
+(CI=true) a missing broker or firmware build is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edge_controller.sim.broker import Broker, mosquitto_path, start_mosquitto
+from edge_controller.sim.firmware import DEFAULT_BUILD
+from edge_controller.sim.pole import ROOT, SimPole
+from hil_tests.capture import Capture
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--target", default="sim",
+                     help="sim (default) or serial:PORT for a board on a real rig")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "sim" | "serial"
+    port: str = ""
+
+    @property
+    def has_panel(self) -> bool:
+        return self.kind == "sim"
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest) -> Target:
+    raw = str(request.config.getoption("--target"))
+    if raw == "sim":
+        return Target("sim")
+    if raw.startswith("serial:") and len(raw) > 7:
+        return Target("serial", raw[7:])
+    raise pytest.UsageError(f"--target {raw!r}: use sim or serial:PORT")
+
+
+def _need(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI must not skip: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def firmware_build() -> Path:
+    # Build once per session from the current source, as `make firmware` does.
+    out = subprocess.run([sys.executable, str(ROOT / "firmware" / "build.py")],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        pytest.fail(f"firmware build failed:\n{out.stdout}\n{out.stderr}")
+    return DEFAULT_BUILD
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    if mosquitto_path() is None:
+        _need("mosquitto is not installed (apt-get install mosquitto)")
+    b = start_mosquitto()
+    yield b
+    b.stop()
+
+
+class RigPole(SimPole):
+    """A board on a real serial port: only the controller runs here."""
+
+    def __init__(self, workdir: Path, broker_url: str, port: str,
+                 overrides: dict[str, dict[str, object]] | None = None) -> None:
+        super().__init__(workdir, broker_url, overrides=overrides)
+        self.serial_port = port
+
+    def config(self) -> dict[str, dict[str, object]]:
+        sections: dict[str, dict[str, object]] = {
+            "pole": {"id": self.pole_id},
+            "link": {"port": self.serial_port},
+            "mqtt": {"url": self.broker_url},
+            "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
+            "camera": {"enabled": False},
+        }
+        for sec, kv in self.overrides.items():
+            sections.setdefault(sec, {}).update(kv)
+        return sections
+
+    def start(self) -> RigPole:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(_render(self.config()))
+        self.start_controller()
+        return self
+
+
+def _render(sections: dict[str, dict[str, object]]) -> str:
+    from edge_controller.sim.pole import render_toml
+
+    return render_toml(sections)
+
+
+_poles = itertools.count(1)
+
+
+def make_pole(target: Target, broker: Broker, build: Path, workdir: Path,
+              overrides: dict[str, dict[str, object]] | None = None) -> SimPole:
+    # A fresh pole id per test: retained state/birth of an earlier test's pole on the
+    # shared broker must never satisfy this test's waits.
+    pole_id = f"hil-{os.getpid()}-{next(_poles)}"
+    p: SimPole
+    if target.kind == "serial":
+        p = RigPole(workdir, broker.url, target.port, overrides)
+    else:
+        p = SimPole(workdir, broker.url, overrides=overrides, build_dir=build)
+    p.pole_id = pole_id
+    return p.start()
+
+
+@pytest.fixture
+def pole(target: Target, broker: Broker, firmware_build: Path,
+         request: pytest.FixtureRequest) -> Iterator[SimPole]:
+    marker = request.node.get_closest_marker("pole_config")
+    overrides = marker.args[0] if marker else None
+    with tempfile.TemporaryDirectory(prefix="hil-") as d:
+        p = make_pole(target, broker, firmware_build, Path(d), overrides)
+        try:
+            yield p
+        finally:
+            p.stop()
+            if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+                sys.stderr.write(f"\n--- controller log ---\n{p.controller_log_tail()}\n")
+                if p.firmware is not None:
+                    sys.stderr.write(f"--- firmware log ---\n{p.firmware.log_tail()}\n")
+
+
+@pytest.fixture
+def panel(pole: SimPole, target: Target):  # type: ignore[no-untyped-def]
+    if not target.has_panel or pole.firmware is None:
+        pytest.skip("needs the simulated hardware panel (target sim) or a rig instrument")
+    return pole.firmware.panel
+
+
+@pytest.fixture
+def observer(broker: Broker, pole: SimPole) -> Iterator[Capture]:
+    cap = Capture("127.0.0.1", broker.port, f"smartpole/v1/{pole.pole_id}/#")
+    yield cap
+    cap.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]
+    return rep
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pole_config(overrides): config sections for the pole")

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,6 +41,16 @@ class PoleConfig(_Section):
     )
 
 
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)")
+        return v
+
+
 class LinkConfig(_Section):
     port: str = Field(
         "/dev/ttyUSB0", description="Serial device of the I/O board (a pty path in simulation)."
@@ -61,9 +72,6 @@ class LinkConfig(_Section):
         3.5, gt=0, le=600,
         description="Silence from the firmware after which the link counts as lost "
         "(keep it below the firmware's fail-safe timeout).",
-    )
-    reopen_backoff_s: float = Field(
-        1.0, gt=0, le=60, description="Delay before reopening a serial port that failed."
     )
 
 
@@ -206,7 +214,7 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        reason = e["msg"]
+        reason = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             reason = "unknown key (check the spelling; see docs/config.md)"
         out.append((key, reason))

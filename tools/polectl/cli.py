@@ -16,8 +16,9 @@ from edge_controller.config import ConfigError, load
 app = typer.Typer(help="Install, commission and watch smartpole poles.", no_args_is_help=True)
 config_app = typer.Typer(help="Work with a pole's TOML config.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-err = Console(stderr=True)
-out = Console()
+# soft_wrap: a file path or key must never be broken across lines.
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 @config_app.command("check")
@@ -42,6 +43,14 @@ def config_check(
     else:
         out.print(f"[green]OK[/] {file}: pole {cfg.pole.id}, broker {cfg.mqtt.url}, "
                   f"link {cfg.link.port}")
+
+
+@config_app.command("doc")
+def config_doc() -> None:
+    """Print the config reference (docs/config.md) generated from the models."""
+    from polectl.configdoc import render
+
+    print(render(), end="")
 
 
 @app.command()

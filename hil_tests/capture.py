@@ -7,6 +7,7 @@ backend would and records every message with its arrival time.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ class Capture:
         self._subscribed = threading.Event()
         self._client.on_subscribe = lambda *a: self._subscribed.set()
         self._client.connect(host, port)
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client.subscribe(topic, qos=1)
         self._client.loop_start()
         if not self._subscribed.wait(5):

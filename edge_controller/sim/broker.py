@@ -106,6 +106,7 @@ def start_mosquitto(port: int | None = None, extra_conf: str = "") -> Broker:
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
         "persistence false\n"
+        "set_tcp_nodelay true\n"
         f"log_dest file {log}\n"
         "log_type error\nlog_type warning\nlog_type notice\n"
         "log_timestamp true\n" + extra_conf

@@ -70,7 +70,11 @@ class PtyWire:
     # ---- control --------------------------------------------------------
 
     def inject(self, to: Direction, data: bytes) -> None:
-        """Put `data` on the wire towards the firmware ("fw") or the controller ("ctl")."""
+        """Put `data` on the wire towards the firmware ("fw") or the controller ("ctl").
+
+        Delivered even while the cable is cut: it models noise picked up at
+        the receiving end.
+        """
         dst = self._fw_m if to == "fw" else self._ctl_m if to == "ctl" else None
         if dst is None:
             raise ValueError("to must be 'fw' or 'ctl'")

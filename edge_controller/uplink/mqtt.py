@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -125,6 +126,8 @@ class Uplink:
             keepalive=cfg.keepalive_s,
             timeout=cfg.timeout_s,
             tls_context=tls,
+            # Small, latency-sensitive messages (command results): no Nagle delay.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             clean_session=None if v5 else True,
         )
 
@@ -174,12 +177,13 @@ class Uplink:
             self.connected = True
             log.info("uplink: connected to %s (MQTT %s)", self.cfg.url, self.protocol)
             try:
+                # Subscribe first: once a backend sees `online`, commands reach us.
+                await client.subscribe(self.topics.command, qos=1)
                 await client.publish(self.topics.state,
                                      json.dumps(self.state_payload("online", "connected")),
                                      qos=1, retain=True)
                 await client.publish(self.topics.birth, json.dumps(self.stamp(self._birth())),
                                      qos=1, retain=True)
-                await client.subscribe(self.topics.command, qos=1)
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._send_loop(client), name="uplink.send")
                     tg.create_task(self._receive_loop(client), name="uplink.receive")

@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv firmware test lint typecheck unit run bench soak clean
+.PHONY: venv firmware test lint typecheck-firmware run bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lint: venv
 	$(MAKE) -s typecheck-firmware
 
 typecheck-firmware: venv
-	cd firmware && ../$(VENV)/bin/mypy --config-file mypy.ini src
+	$(PY) firmware/build.py --typecheck
 
 test: lint firmware
 	$(PY) -m pytest -q

@@ -5,7 +5,7 @@
 import sys
 
 sys.path.insert(0, sys.argv[1])
-import codec  # noqa: E402
+import codec
 
 try:
     from time import ticks_diff, ticks_us  # MicroPython

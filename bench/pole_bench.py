@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ from hil_tests.capture import Capture  # noqa: E402
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def _open_raw(path: str) -> int:
@@ -48,7 +49,8 @@ def _open_raw(path: str) -> int:
     return fd
 
 
-def _roundtrip(fd: int, wire: bytes, want: "callable", dec: codec.Decoder) -> float:  # type: ignore[valid-type]
+def _roundtrip(fd: int, wire: bytes, want: Callable[[codec.Frame], bool],
+               dec: codec.Decoder) -> float:
     t0 = time.perf_counter()
     os.write(fd, wire)
     while True:

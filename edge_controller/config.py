@@ -16,7 +16,14 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -47,7 +54,8 @@ class PoleConfig(_Section):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)")
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
         return v
 
 
@@ -121,6 +129,12 @@ class MqttConfig(_Section):
             raise ValueError(f"bad port: {e}") from None
         return v
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
     @field_validator("topic_root")
     @classmethod
     def _root(cls, v: str) -> str:
@@ -186,6 +200,13 @@ class SupervisorConfig(_Section):
     restart_window_s: float = Field(
         600.0, gt=0, description="Window for counting restarts against max_restarts."
     )
+
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisorConfig:
+        if self.restart_min_s > self.restart_max_s:
+            raise ValueError("restart_min_s must not exceed restart_max_s")
+        return self
 
 
 class Config(_Section):

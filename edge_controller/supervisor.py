@@ -124,10 +124,10 @@ class Supervisor:
                     h.state = "failed"
                     return
             else:
+                h.last_error = ""  # this run ended cleanly: old failures are history
                 if spec.restart != "always":
                     h.state = "stopped"
                     return
-                h.last_error = ""
             now = time.monotonic()
             h.failures = [t for t in h.failures if now - t < self.restart_window_s] + [now]
             if len(h.failures) > self.max_restarts:

@@ -127,7 +127,7 @@ def make_typings() -> None:
     site, tops = _dist_files("micropython-esp32-stubs")
     for top in sorted(tops):
         os.symlink(site / top, TYPINGS / top)
-    site2, tops2 = _dist_files("micropython-stdlib-stubs")
+    site2, _ = _dist_files("micropython-stdlib-stubs")
     os.symlink(site2 / "_mpy_shed", TYPINGS / "_mpy_shed")
     os.symlink(site2 / "stdlib", TYPESHED / "stdlib")
     os.symlink(site2 / "stubs", TYPESHED / "stubs")  # mypy_extensions, needed by mypy itself

@@ -105,7 +105,7 @@ def test_firmware_refusal_comes_back_as_failed(pole: SimPole, observer: Capture)
     (json.dumps({"id": "x2", "issued_at": "2026-01-01T00:00:00Z",
                  "expires_at": "2026-01-01T00:00:01Z",
                  "body": {"type": "ping"}}), "x2", "expired"),
-    (json.dumps([1, 2, 3]), None, "schema"),
+    (json.dumps([1, 2, 3]), None, "invalid_json"),
 ])
 def test_bad_commands_are_rejected_and_controller_survives(
     pole: SimPole, observer: Capture, payload: str, cid: str | None, reason: str

@@ -255,7 +255,12 @@ def _pack_fields(
     out = bytearray()
     for i in range(len(codes)):
         c = codes[i]
-        v = values[names[i]] if isinstance(values, dict) else values[i]  # by name or position
+        if isinstance(values, dict):
+            if names[i] not in values:
+                raise EncodeError(names[i] + " missing")
+            v = values[names[i]]
+        else:
+            v = values[i]
         if c == "s" or c == "y" or c == "r":
             if c == "s":
                 if not isinstance(v, str):

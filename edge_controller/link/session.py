@@ -146,7 +146,8 @@ class LinkSession:
             self._fail_all("link_down", now)
         if not self.up and not self.incompatible and now >= self._next_hello:
             self._next_hello = now + self.hello_timeout_s
-            if not any(p.mtype == _HELLO_REQ for p in self._pending.values()):
+            if not any(p.mtype == _HELLO_REQ and now < p.deadline
+                       for p in self._pending.values()):
                 self.request("hello_req", (codec.PROTO_MINOR, self.ctl_version), now,
                              retry=False)
         if now >= self._next_heartbeat:
@@ -303,7 +304,8 @@ class LinkSession:
             p = self._pending.get(int(fields[key]))  # type: ignore[call-overload]
             if f.mtype == _NAK:
                 self.counters.naks_received += 1
-            if p is None:
+            acked_type = as_int(fields["ack_type" if f.mtype == _ACK else "nak_type"])
+            if p is None or acked_type != p.mtype:
                 self.counters.unsolicited += 1
                 return
             if f.mtype == _ACK:
@@ -334,3 +336,4 @@ class LinkSession:
             self.incompatible = why
             self.up = False
             self._events.append(LinkEvent("incompatible", detail=why))
+            self._fail_all("incompatible", 0.0)

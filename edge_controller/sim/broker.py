@@ -32,7 +32,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, within_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    port: int, within_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     end = time.monotonic() + within_s
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:

@@ -130,9 +130,8 @@ def run_sim(
     video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path
 ) -> int:
     """`make run`: a simulated pole plays a clip through its camera task, then exits."""
-    from rich.console import Console
-
     from polectl.monitor import monitor
+    from rich.console import Console
 
     console = Console()
     video = (video or SAMPLE_VIDEO).resolve()
@@ -155,16 +154,17 @@ def run_sim(
     host, port = url.split("://")[1].split(":")
     try:
         pole.start()
-        console.print(f"firmware: MicroPython unix port on {pole.wire.fw_path if pole.wire else '?'}"
-                      f"; controller pid {pole.controller.pid if pole.controller else '?'}; "
+        fw_path = pole.wire.fw_path if pole.wire else "?"
+        pid = pole.controller.pid if pole.controller else "?"
+        console.print(f"firmware: MicroPython unix port on {fw_path}; controller pid {pid}; "
                       f"logs in {workdir}")
 
         async def watch() -> Any:
             stop = asyncio.Event()
 
             async def wait_controller() -> None:
-                while pole.controller is not None and pole.controller.poll() is None:
-                    await asyncio.sleep(0.2)
+                if pole.controller is not None:
+                    await asyncio.to_thread(pole.controller.wait)
                 await asyncio.sleep(0.5)  # let the last messages land in the view
                 stop.set()
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+SIG_PATTERN = r"^[A-Za-z0-9+/]{86}==$"  # base64 of a 64-byte Ed25519 signature
 MAX_PAYLOAD = 8192
 
 
@@ -45,8 +46,16 @@ class Envelope(_Strict):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     issued_at: Annotated[str, Field(pattern=TS_PATTERN)]
     expires_at: Annotated[str, Field(pattern=TS_PATTERN)] | None = None
-    sig: str | None = None
+    sig: Annotated[str, Field(pattern=SIG_PATTERN)] | None = None
     body: Body
+
+    @field_validator("expires_at", "sig", mode="before")
+    @classmethod
+    def _no_null(cls, v: object) -> object:
+        # Optional means "omit the key"; an explicit null is a malformed command.
+        if v is None:
+            raise ValueError("must be a string when present (omit the key instead)")
+        return v
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,14 @@ def parse(payload: bytes, now: float) -> Envelope | Rejection:
     if len(payload) > MAX_PAYLOAD:
         return Rejection(None, "too_large", f"payload of {len(payload)} bytes > {MAX_PAYLOAD}")
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32.
+        data = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # bad UTF-8, bad JSON, nested too deep
         return Rejection(None, "invalid_json", f"not JSON: {e}")
-    cid = data.get("id") if isinstance(data, dict) else None
-    cid = cid if isinstance(cid, str) and len(cid) <= 64 else None
+    if not isinstance(data, dict):
+        return Rejection(None, "invalid_json", f"not a JSON object: {type(data).__name__}")
+    cid = data.get("id")
+    cid = cid if isinstance(cid, str) else None
     try:
         env = Envelope.model_validate(data)
     except ValidationError as e:

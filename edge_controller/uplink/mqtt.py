@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_controller.clock import utc_iso
 from edge_controller.config import MqttConfig
@@ -40,7 +38,7 @@ class Record:
 
 
 def backoff_delays(lo: float, hi: float, rng: random.Random) -> Callable[[int], float]:
-    """Full-jitter exponential backoff: attempt n waits U(0, min(hi, lo * 2**n))."""
+    """Jittered exponential backoff: attempt n waits U(lo/2, min(hi, lo * 2**n))."""
 
     def delay(attempt: int) -> float:
         return rng.uniform(lo / 2, min(hi, lo * 2 ** min(attempt, 30)))

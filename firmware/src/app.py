@@ -91,6 +91,7 @@ class App:
         self.version_errors = 0
         self._last_cmd = -1  # (type << 8) | seq of the last executed command
         self._stats_at = 0
+        self._stats_due = False
         self._reboot_at = now
         self._reboot = False
         self._t_last = now
@@ -166,7 +167,9 @@ class App:
                     self.hal.log("frame %r: %r" % (f, e))
             if self.dec.frames - self._stats_at >= self.cfg.v[st.STATS_FRAMES]:
                 self._stats_at = self.dec.frames
-                self._stats()
+                # Sent from the tick task: its shallow stack holds no stale
+                # frames for the conservative GC, so mem_alloc is repeatable.
+                self._stats_due = True
 
     def _frame(self, f: "lc.Frame", now: "_TicksMs") -> None:
         t = f.mtype
@@ -280,6 +283,9 @@ class App:
         if ticks_diff(now, self._t_hb) >= c[st.HEARTBEAT_MS]:
             self._t_hb = now
             self._send(_T_HEARTBEAT, self._next_seq(), (self.uptime_ms & 0xFFFFFFFF,))
+        if self._stats_due:
+            self._stats_due = False
+            self._stats()
         if ticks_diff(now, self._t_rep) >= c[st.REPORT_INTERVAL_MS]:
             self._t_rep = now
             self._sensor_report(self._next_seq())
@@ -349,8 +355,11 @@ class App:
         h.wdt_start(wdt_ms)
         rx = asyncio.create_task(self._rx())
         tick = asyncio.create_task(self._tick())
+        # Kept: (rx, tick) are checked below and cancelled by the sim panel's
+        # fault injection; the HAL's own tasks ride along.
+        self.tasks = [rx, tick]
         for coro in h.tasks(self):
-            asyncio.create_task(coro)
+            self.tasks.append(asyncio.create_task(coro))
         # Check several times per watchdog period so one late check cannot bite.
         period = min(wdt_ms // 4, 1000)
         while True:

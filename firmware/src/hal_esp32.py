@@ -15,7 +15,8 @@ from micropython import const
 
 TYPE_CHECKING = const(False)
 if TYPE_CHECKING:
-    from typing import Any, Coroutine
+    from collections.abc import Coroutine
+    from typing import Any
 
     from halapi import Hal as _HalApi
 

@@ -6,13 +6,14 @@ import asyncio
 import gc
 import json
 import termios
-from time import ticks_diff, ticks_ms
+from time import sleep_ms, ticks_diff, ticks_ms
 
 from micropython import const
 
 TYPE_CHECKING = const(False)
 if TYPE_CHECKING:
-    from typing import Any, Coroutine
+    from collections.abc import Coroutine
+    from typing import Any
 
     from halapi import Hal as _HalApi
 
@@ -60,6 +61,7 @@ class Hal:
         self._t_e = ticks_ms()
         self.wdt_timeout = 0
         self.wdt_feeds = 0
+        self.wdt_bites = 0
         self._t_wdt = ticks_ms()
         self.resets = 0
         self._t0 = ticks_ms()  # log timestamps: ms since the sim started
@@ -121,8 +123,15 @@ class Hal:
         self._t_wdt = ticks_ms()
 
     def wdt_feed(self) -> None:
+        # No hardware to bite, so count the times a real one would have reset
+        # the board (a feed that comes later than the timeout).
+        now = ticks_ms()
+        if self.wdt_timeout and ticks_diff(now, self._t_wdt) > self.wdt_timeout:
+            self.wdt_bites += 1
+            self.log("watchdog: fed %d ms late, the board would have reset"
+                     % ticks_diff(now, self._t_wdt))
         self.wdt_feeds += 1
-        self._t_wdt = ticks_ms()
+        self._t_wdt = now
 
     def load_settings(self) -> str | None:
         if self._settings_path is None:
@@ -178,7 +187,16 @@ class Hal:
             self._reply(out)
 
     def _reply(self, d: "dict[str, Any]") -> None:
-        self._panel.write(json.dumps(d).encode() + b"\n")
+        # The full-state reply is the biggest allocation the sim makes; on a
+        # fragmented 64K heap collect and retry rather than let the panel die.
+        for _ in range(2):
+            try:
+                self._panel.write(json.dumps(d).encode())
+                self._panel.write(b"\n")
+                return
+            except MemoryError:
+                gc.collect()
+        self._panel.write(b'{"ok": false, "error": "out of memory"}\n')
 
     def _handle(self, line: bytes) -> "dict[str, Any]":
         try:
@@ -192,10 +210,25 @@ class Hal:
             return self._state()
         if op == "set":
             return self._set(req)
+        if op == "fault":
+            return self._fault(req)
         if op == "mem":
             gc.collect()
             return {"ok": True, "mem_alloc": gc.mem_alloc(), "mem_free": gc.mem_free()}
         return {"ok": False, "error": "unknown op %r" % (op,)}
+
+    def _fault(self, req: "dict[str, Any]") -> "dict[str, Any]":
+        # Watchdog tests: {"hang_ms": N} blocks the whole event loop for N ms
+        # (a task stuck in a blocking call); {"kill": "rx"|"tick"} ends a task.
+        hang = req.get("hang_ms")
+        if isinstance(hang, int) and 0 < hang <= 60000:
+            sleep_ms(hang)
+            return {"ok": True}
+        kill = req.get("kill")
+        if kill in ("rx", "tick") and self.app is not None:
+            self.app.tasks[0 if kill == "rx" else 1].cancel()
+            return {"ok": True}
+        return {"ok": False, "error": "fault needs hang_ms (1..60000) or kill (rx|tick)"}
 
     def _set(self, req: "dict[str, Any]") -> "dict[str, Any]":
         # Validate everything first so a bad request changes nothing.
@@ -240,6 +273,7 @@ class Hal:
             "wdt_timeout_ms": self.wdt_timeout,
             "wdt_feeds": self.wdt_feeds,
             "wdt_age_ms": ticks_diff(ticks_ms(), self._t_wdt),
+            "wdt_bites": self.wdt_bites,
             "uptime_ms": app.uptime_ms if app else 0,
             "resets": self.resets,
             "counters": app.counters() if app else None,

@@ -2,7 +2,8 @@
 # Both hal_esp32.Hal and hal_sim.Hal are checked against it; nothing imports
 # it at run time (MicroPython has no `typing`).
 
-from typing import Any, Coroutine, Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 class Hal(Protocol):
     # Stream object asyncio.StreamReader can wrap (UART on the board, pty file in the sim).

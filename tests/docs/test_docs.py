@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from edge_controller.config import load
 from polectl.configdoc import render
+
+from edge_controller.config import load
 
 ROOT = Path(__file__).resolve().parents[2]
 

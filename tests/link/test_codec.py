@@ -184,3 +184,8 @@ def test_pure_python_crc_path_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "_crc_hqx", None)
     assert codec.crc16(data) == fast
     assert codec.crc16(b"123456789") == 0x29B1
+
+
+def test_encode_rejects_a_dict_with_a_wrong_field_name() -> None:
+    with pytest.raises(codec.EncodeError, match="fade_ms"):
+        codec.pack("lamp_set", 1, {"level": 1, "fade": 2})

@@ -34,7 +34,7 @@ test: lint firmware
 	$(PY) -m pytest -q
 
 run: venv firmware
-	$(VENV)/bin/polectl sim
+	$(VENV)/bin/polectl sim --allow-apt
 
 bench: venv firmware
 	$(PY) bench/run_all.py

@@ -126,6 +126,38 @@ class SimPole:
             return ""
 
 
+async def scenario(pole: SimPole, host: str, port: int) -> None:
+    """A short evening on the simulated pole, so the live view has something to show:
+    dusk falls, the city backend dims the lamp up, a technician opens the door."""
+    import json
+
+    import aiomqtt
+
+    from edge_controller.clock import utc_iso
+
+    fw = pole.firmware
+    if fw is None:
+        return
+    topic = f"smartpole/v1/{pole.pole_id}/cmd"
+    async with aiomqtt.Client(host, port) as backend:
+        steps: list[tuple[float, str, dict[str, Any]]] = [
+            (2.0, "panel", {"lux": 40.0}),
+            (3.5, "panel", {"lux": 12.0}),
+            (4.0, "cmd", {"type": "lamp.set", "level": 80, "fade_ms": 2000}),
+            (6.0, "panel", {"door": 1}),
+            (8.0, "panel", {"door": 0}),
+            (9.0, "cmd", {"type": "lamp.set", "level": 50, "fade_ms": 1000}),
+        ]
+        t0 = time.monotonic()
+        for i, (at, kind, what) in enumerate(steps):
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            if kind == "panel":
+                await asyncio.to_thread(fw.panel.set, **what)
+            else:
+                cmd = {"id": f"demo-{i}", "issued_at": utc_iso(), "body": what}
+                await backend.publish(topic, json.dumps(cmd), qos=1)
+
+
 def run_sim(
     video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path
 ) -> int:
@@ -169,8 +201,10 @@ def run_sim(
                 stop.set()
 
             waiter = asyncio.create_task(wait_controller())
+            story = asyncio.create_task(scenario(pole, host, int(port)))
             view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live)
             await waiter
+            story.cancel()
             return view
 
         t0 = time.monotonic()

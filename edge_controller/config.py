@@ -25,6 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from edge_controller.crossing.config import (
+    AudioConfig,
+    CrossingConfig,
+    SignalConfig,
+    ZoneConfig,
+)
+
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
@@ -220,6 +227,25 @@ class Config(_Section):
     supervisor: SupervisorConfig = Field(
         default_factory=SupervisorConfig, description="Task restart policy."
     )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list,
+        description="Crossing zones as image polygons: [[zones]] tables (name, kind, polygon).",
+    )
+    signal: SignalConfig = Field(
+        default_factory=SignalConfig, description="Where the pedestrian signal state comes from."
+    )
+    crossing: CrossingConfig = Field(
+        default_factory=CrossingConfig, description="Tracking and the red-light crossing rule."
+    )
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="Audio warnings.")
+
+    @model_validator(mode="after")
+    def _unique_zones(self) -> Config:
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"zone names must be unique: {', '.join(dupes)}")
+        return self
 
 
 class ConfigError(Exception):

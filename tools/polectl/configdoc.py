@@ -3,7 +3,7 @@ so the document can never drift from what the controller accepts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -41,24 +41,53 @@ def _type(field: Any) -> str:
     return str(name).replace("typing.", "").replace("pathlib.", "").replace("|", "or")
 
 
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(model, is_list) for a field typed Model, Model | None or list[Model]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    args = get_args(annotation)
+    if get_origin(annotation) is list and args and isinstance(args[0], type) \
+            and issubclass(args[0], BaseModel):
+        return args[0], True
+    for a in args:
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a, False
+    return None, False
+
+
+def _section(out: list[str], title: str, description: str, model: type[BaseModel]) -> None:
+    out.append(f"\n## {title}\n\n{description}\n")
+    out.append("| key | type | default | meaning |")
+    out.append("| --- | --- | --- | --- |")
+    nested: list[tuple[str, str, type[BaseModel]]] = []
+    for key, f in model.model_fields.items():
+        sub, is_list = _model_of(f.annotation)
+        if sub is not None:
+            inner = title.strip("[]")
+            name = f"[[{inner}.{key}]]" if is_list else f"[{inner}.{key}]"
+            nested.append((name, f.description or "", sub))
+            continue
+        limits = []
+        for m in f.metadata:
+            for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                v = getattr(m, attr, None)
+                if v is not None:
+                    limits.append(f"{sym} {v}")
+        desc = (f.description or "").replace("|", "\\|")
+        if limits:
+            desc += f" ({', '.join(limits)})"
+        default = "required" if f.is_required() else _default(f)
+        typ = _type(f).replace("|", "\\|")
+        out.append(f"| `{key}` | {typ} | `{default}` | {desc} |")
+    for name, desc, sub in nested:
+        _section(out, name, desc, sub)
+
+
 def render() -> str:
     out = [HEADER]
     for sec_name, sec_field in Config.model_fields.items():
-        model = sec_field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        out.append(f"\n## [{sec_name}]\n\n{sec_field.description}\n")
-        out.append("| key | type | default | meaning |")
-        out.append("| --- | --- | --- | --- |")
-        for key, f in model.model_fields.items():
-            limits = []
-            for m in f.metadata:
-                for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-                    v = getattr(m, attr, None)
-                    if v is not None:
-                        limits.append(f"{sym} {v}")
-            desc = (f.description or "").replace("|", "\\|")
-            if limits:
-                desc += f" ({', '.join(limits)})"
-            typ = _type(f).replace("|", "\\|")
-            out.append(f"| `{key}` | {typ} | `{_default(f)}` | {desc} |")
+        model, is_list = _model_of(sec_field.annotation)
+        assert model is not None, sec_name
+        title = f"[[{sec_name}]]" if is_list else f"[{sec_name}]"
+        _section(out, title, sec_field.description or "", model)
     return "\n".join(out) + "\n"

@@ -1,0 +1,307 @@
+"""Tracker, zones, signal, rule, audio policy and player, privacy: unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_controller.crossing.audio import (
+    DEFAULT_CLIPS,
+    AlsaPlayer,
+    Play,
+    Skip,
+    WarningPolicy,
+    in_window,
+    parse_hhmm,
+)
+from edge_controller.crossing.privacy import blur_people, snapshot_jpeg
+from edge_controller.crossing.rules import CrossingRule, RuleParams
+from edge_controller.crossing.signal import (
+    CameraSignal,
+    FixedTimePlan,
+    PushedSignal,
+    SignalState,
+)
+from edge_controller.crossing.tracker import Track, Tracker, iou_matrix
+from edge_controller.crossing.zones import Presence, Zone
+
+SQUARE = Zone("road", "crosswalk", ((100, 100), (300, 100), (300, 300), (100, 300)))
+
+
+def _track(tid: int, foot: tuple[float, float], hits: int = 5) -> Track:
+    x, y = foot
+    return Track(tid, np.array([x - 10, y - 40, x + 10, y]), 0.9, hits, True, 0.0, (30.0, 0.0))
+
+
+def _red(since: float, now: float) -> SignalState:
+    return SignalState("red", "plan", since, now)
+
+
+# ---- tracker -------------------------------------------------------------------
+
+def test_iou_matrix_known_values() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], dtype=float)
+    np.testing.assert_allclose(iou_matrix(a, b)[0], [1.0, 50 / 150, 0.0])
+
+
+def test_tracker_keeps_identity_of_two_walkers_through_a_missed_frame() -> None:
+    tr = Tracker()
+    ids_a, ids_b = set(), set()
+    for f in range(30):
+        t = f / 10
+        a = [50 + 3 * f, 100, 80 + 3 * f, 180, 0.9]
+        b = [400 - 3 * f, 120, 430 - 3 * f, 200, 0.8]
+        dets = [a, b] if f != 12 else [a]  # b missed once
+        tracks = tr.update(t, np.array(dets))
+        for trk in tracks:
+            (ids_a if trk.box[0] < 240 and abs(trk.box[1] - 100) < 10 else ids_b).add(trk.id)
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+    # Velocity of a (3 px per 0.1 s to the right) is learnt.
+    va = next(t for t in tr.tracks() if t.id in ids_a).velocity
+    assert 20 < va[0] < 40
+
+
+def test_low_score_detections_keep_a_track_but_do_not_start_one() -> None:
+    tr = Tracker()
+    for f in range(5):
+        tr.update(f / 10, np.array([[10 + f, 10, 40 + f, 90, 0.9]]))
+    (tid,) = [t.id for t in tr.tracks()]
+    for f in range(5, 10):  # occluded: only a weak detection
+        tracks = tr.update(f / 10, np.array([[10 + f, 10, 40 + f, 90, 0.3]]))
+        assert [t.id for t in tracks] == [tid]
+    tr2 = Tracker()
+    for f in range(5):
+        assert tr2.update(f / 10, np.array([[10, 10, 40, 90, 0.3]])) == []
+
+
+# ---- zones -----------------------------------------------------------------
+
+def test_presence_hysteresis_on_the_edge() -> None:
+    p = Presence(margin_px=6)
+    assert p.update(1, SQUARE, (200, 90)) is False  # outside
+    assert p.update(1, SQUARE, (200, 103)) is False  # just inside: not yet
+    assert p.update(1, SQUARE, (200, 110)) is True  # clearly inside
+    assert p.update(1, SQUARE, (200, 97)) is True  # just outside: still in
+    assert p.update(1, SQUARE, (200, 90)) is False
+
+
+def test_zone_needs_three_points() -> None:
+    with pytest.raises(ValueError):
+        Zone("z", "crosswalk", ((0, 0), (1, 1)))
+
+
+# ---- signal ------------------------------------------------------------------
+
+def test_fixed_time_plan_follows_local_time_across_dst() -> None:
+    plan = FixedTimePlan(red_s=40, green_s=20, offset_s=0, timezone="Europe/Berlin")
+    tz = ZoneInfo("Europe/Berlin")
+    # Local 12:00:10 on the day before and the day after the March change: same phase.
+    for day in (29, 30):
+        t = datetime(2026, 3, day, 12, 0, 10, tzinfo=tz).timestamp()
+        s = plan.state(t)
+        assert s.colour == "red" and s.since is not None and round(t - s.since) == 10
+    t = datetime(2026, 3, 30, 12, 0, 45, tzinfo=tz).timestamp()
+    assert plan.state(t).colour == "green"
+
+
+def test_pushed_signal_keeps_onset_and_goes_stale() -> None:
+    s = PushedSignal("mqtt")
+    assert not s.state(0).usable(0, 2)
+    s.push("red", 100)
+    s.push("red", 101)
+    st_ = s.state(101)
+    assert st_.since == 100 and st_.usable(101.5, 2)
+    assert not st_.usable(104, 2)  # stale
+
+
+def test_camera_signal_classifies_with_hysteresis() -> None:
+    img = np.zeros((100, 100, 3), np.uint8)
+    cam = CameraSignal((40, 40, 20, 20), confirm=3)
+
+    def lamp(bgr: tuple[int, int, int]) -> np.ndarray:
+        im = img.copy()
+        cv2.circle(im, (50, 50), 8, bgr, -1)
+        return im
+
+    red, green = lamp((0, 0, 255)), lamp((0, 255, 0))
+    assert cam.classify(red) == "red" and cam.classify(green) == "green"
+    assert cam.classify(img) == "unknown"
+    for i in range(3):
+        s = cam.observe(red, float(i))
+    assert s.colour == "red" and s.since == 2.0
+    s = cam.observe(green, 3.0)  # one green frame: not confirmed
+    assert s.colour == "red"
+    for i in range(4, 7):
+        s = cam.observe(green, float(i))
+    assert s.colour == "green"
+
+
+# ---- rule --------------------------------------------------------------------
+
+def _walk(rule: CrossingRule, tid: int, ys: list[float], t0: float, sig_since: float,
+          colour: str = "red") -> list[str]:
+    out = []
+    for k, y in enumerate(ys):
+        t = t0 + k * 0.1
+        sig = SignalState(colour, "plan", sig_since, t)  # type: ignore[arg-type]
+        v, _ = rule.step(t, k, [_track(tid, (200, y))], sig)
+        out += [x.zone for x in v]
+    return out
+
+
+def test_entry_during_red_after_grace_is_one_violation() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=2.0))
+    assert _walk(rule, 1, [60, 70, 80, 90, 110, 130, 150, 170], 10.0, 5.0) == ["road"]
+    c = rule.counters_dict(11.0)["road"]
+    assert c["violations"] == 1 and c["crossings"] == 1
+
+
+def test_entry_within_grace_or_during_green_is_not_a_violation() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=2.0))
+    assert _walk(rule, 1, [60, 80, 110, 130], 10.0, 9.0) == []  # red for 1 s only
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=2.0))
+    assert _walk(rule, 2, [60, 80, 110, 130], 10.0, 0.0, "green") == []
+    assert rule.counters_dict(11.0)["road"]["crossings"] == 1
+
+
+def test_people_inside_at_red_onset_or_first_seen_inside_are_not_violators() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    assert _walk(rule, 1, [150, 160, 170, 180], 10.0, 5.0) == []
+
+
+def test_stale_or_unknown_signal_never_violates() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, max_signal_age_s=2.0))
+    out = []
+    for k, y in enumerate([60, 80, 110, 130]):
+        t = 100 + k * 0.1
+        stale = SignalState("red", "mqtt", 0.0, 90.0)  # last reading 10 s old
+        v, _ = rule.step(t, k, [_track(1, (200, y))], stale)
+        out += v
+    assert out == []
+
+
+def test_leave_and_reenter_is_a_new_crossing_but_not_a_double_count() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    ys = [60, 80, 110, 130, 110, 80, 60, 80, 110, 130]
+    assert _walk(rule, 1, ys, 10.0, 5.0) == ["road", "road"]
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    jitter = [60, 80, 110, 130, 97, 110, 130]  # a dip inside the hysteresis band
+    assert _walk(rule, 1, jitter, 10.0, 5.0) == ["road"]
+
+
+def test_young_tracks_are_not_trusted() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=3))
+    sig = _red(0.0, 10.0)
+    rule.step(10.0, 0, [_track(1, (200, 60), hits=1)], sig)
+    v, _ = rule.step(10.1, 1, [_track(1, (200, 120), hits=2)], sig)
+    assert v == []
+
+
+# ---- audio -------------------------------------------------------------------
+
+def test_window_wraps_midnight() -> None:
+    s, e = parse_hhmm("22:00"), parse_hhmm("06:00")
+    assert in_window(parse_hhmm("23:30"), s, e) and in_window(parse_hhmm("05:59"), s, e)
+    assert not in_window(parse_hhmm("06:00"), s, e) and not in_window(parse_hhmm("12:00"), s, e)
+
+
+def test_policy_cooldown_quiet_hours_and_volume() -> None:
+    utc = ZoneInfo("UTC")
+    pol = WarningPolicy(cooldown_s=10, quiet_hours=("22:00", "06:00"),
+                        volume_schedule=(("07:00", 90), ("21:00", 40)))
+    noon = datetime(2026, 6, 1, 12, 0, tzinfo=utc).timestamp()
+    first = pol.decide("a", noon)
+    assert isinstance(first, Play) and first.volume == 90 and first.clips == DEFAULT_CLIPS
+    assert pol.decide("a", noon + 5) == Skip("a", "cooldown")
+    assert isinstance(pol.decide("b", noon + 5), Play)  # cooldown is per zone
+    assert isinstance(pol.decide("a", noon + 10), Play)
+    night = datetime(2026, 6, 1, 23, 0, tzinfo=utc).timestamp()
+    assert pol.decide("c", night) == Skip("c", "quiet_hours")
+    evening = datetime(2026, 6, 1, 21, 30, tzinfo=utc).timestamp()
+    p = pol.decide("c", evening)
+    assert isinstance(p, Play) and p.volume == 40
+    early = datetime(2026, 6, 1, 6, 30, tzinfo=utc).timestamp()
+    p = pol.decide("d", early)  # before the first entry: yesterday's last volume
+    assert isinstance(p, Play) and p.volume == 40
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 3600), min_size=1, max_size=40))
+def test_policy_never_plays_a_zone_twice_within_cooldown(times: list[float]) -> None:
+    pol = WarningPolicy(cooldown_s=30)
+    played = [t for t in sorted(times) if isinstance(pol.decide("z", 1e9 + t), Play)]
+    assert all(b - a >= 30 for a, b in itertools.pairwise(played))
+
+
+@pytest.mark.skipif(shutil.which("aplay") is None, reason="aplay (alsa-utils) not installed")
+def test_player_switches_the_amp_around_real_aplay_on_the_null_device() -> None:
+    calls: list[tuple[str, bool]] = []
+
+    async def amp(on: bool) -> bool:
+        calls.append(("amp", on))
+        return True
+
+    async def go() -> list:
+        p = AlsaPlayer("null", amp, amp_settle_s=0.0)
+        p.on_started = lambda rec: calls.append(("play", True))
+        return await p.play(Play("z", (DEFAULT_CLIPS[0],), 50))
+
+    recs = asyncio.run(go())
+    assert [r.ok for r in recs] == [True], recs
+    assert calls == [("amp", True), ("play", True), ("amp", False)]
+    # ALSA's null device does not pace playback, so check ordering, not duration.
+    assert recs[0].ended >= recs[0].started >= recs[0].requested
+
+
+def test_player_reports_a_failing_device() -> None:
+    if shutil.which("aplay") is None:
+        pytest.skip("aplay (alsa-utils) not installed")
+
+    async def go() -> list:
+        return await AlsaPlayer("no_such_device_xyz").play(Play("z", (DEFAULT_CLIPS[0],), 50))
+
+    recs = asyncio.run(go())
+    assert not recs[0].ok and recs[0].detail
+
+
+# ---- privacy -----------------------------------------------------------------
+
+def _sharp(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def test_blur_removes_detail_inside_boxes_only() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    out = blur_people(img, np.array([[50, 50, 110, 170, 0.9]]))
+    inner = (slice(60, 160), slice(60, 100))
+    assert _sharp(out[inner]) < 0.05 * _sharp(img[inner])
+    np.testing.assert_array_equal(out[:, 150:], img[:, 150:])
+
+
+def test_snapshot_respects_its_size_bound() -> None:
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 255, (576, 768, 3), dtype=np.uint8)  # noise: worst case for JPEG
+    jpg = snapshot_jpeg(img, np.zeros((0, 5)), 20_000)
+    assert len(jpg) <= 20_000
+    assert cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_default_clips_exist_and_are_16bit() -> None:
+    import wave
+
+    for p in DEFAULT_CLIPS:
+        assert Path(p).is_file()
+        with wave.open(str(p)) as w:
+            assert w.getsampwidth() == 2 and w.getnchannels() == 1

@@ -180,7 +180,8 @@ class CameraConfig(_Section):
         "'file:PATH' for a recorded video.",
     )
     realtime: bool = Field(
-        True, description="Pace a video file at its own frame rate (as a live camera would)."
+        True, description="Pace a video file at its own frame rate (as a live camera would); "
+        "when false the file is read as fast as analysis takes frames, losing none."
     )
     on_end: Literal["loop", "stop", "exit"] = Field(
         "loop",
@@ -189,7 +190,15 @@ class CameraConfig(_Section):
     )
     queue_size: int = Field(
         2, ge=1, le=64, description="Frames buffered between capture and analysis; the oldest "
-        "is dropped when full.",
+        "is dropped when full (live sources and real-time files).",
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Time a V4L2 device or stream may take to open "
+        "(and deliver its first frame, with stall_timeout_s) before it counts as lost.",
+    )
+    stall_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="A live source (V4L2 or stream) silent this long "
+        "counts as lost (camera_lost) and is reopened with backoff.",
     )
 
 

@@ -23,8 +23,13 @@ def main() -> int:
     fps = {line.split()[0]: float(line.split("roundtrip_fps=")[1].split()[0])
            for line in (cp, mp)}
     print(f"micropython/cpython round-trip ratio: {fps['micropython'] / fps['cpython']:.2f}")
-    print("== simulated pole")
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "pole_bench.py")]).returncode
+    rc = 0
+    for title, script in (("simulated pole", "pole_bench.py"),
+                          ("person detector (PETS09)", "detect_bench.py"),
+                          ("crossing: tracking and warning latency", "crossing_bench.py")):
+        print(f"== {title}", flush=True)
+        rc |= subprocess.run([sys.executable, str(ROOT / "bench" / script)]).returncode
+    return rc
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ audio, visibility, dimming, peripherals).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import time
@@ -18,6 +20,7 @@ from typing import Any
 from edge_controller.camera.task import CameraTask
 from edge_controller.clock import clock_status, utc_iso
 from edge_controller.config import Config, config_version
+from edge_controller.crossing.service import CrossingService
 from edge_controller.link.client import LinkClient
 from edge_controller.link.session import LinkEvent
 from edge_controller.pole_state import PoleState
@@ -73,14 +76,29 @@ class Controller:
         self.link = LinkClient(cfg.link, f"smartpole-controller {__version__}", self._on_link)
         self.uplink = Uplink(cfg.mqtt, self.topics, self._birth, self._on_command)
         self.camera: CameraTask | None = None
+        self.signal_rejected = 0
         specs = [
             TaskSpec("link", self.link.run, "always", probe=lambda: self.link.up),
             TaskSpec("uplink", self.uplink.run, "always", probe=lambda: self.uplink.connected),
             TaskSpec("telemetry", self._telemetry_loop, "always"),
             TaskSpec("lamp_poll", self._lamp_poll_loop, "always"),
         ]
+        self.crossing: CrossingService | None = None
+        if cfg.crossing.enabled:
+            self.crossing = CrossingService(cfg, self.uplink.event, self._amp)
+            cx = self.crossing
+            specs += [
+                TaskSpec("detector", cx.run_detector, "always"),
+                TaskSpec("violations", cx.run_violations, "always"),
+                TaskSpec("audio", cx.run_audio, "always"),
+            ]
+            if cfg.signal.source == "mqtt":
+                topic = cfg.signal.mqtt_topic or f"{self.topics.base}/signal"
+                self.uplink.subscribe(topic, self._on_signal_message)
         if cfg.camera.enabled:
-            self.camera = CameraTask(cfg.camera, self.uplink.event, self._camera_ended)
+            self.camera = CameraTask(
+                cfg.camera, self.uplink.event, self._camera_ended,
+                on_frame=self.crossing.submit if self.crossing is not None else None)
             cam = self.camera
             specs.append(TaskSpec("camera", cam.run, "on_failure", probe=lambda: cam.healthy))
         self.supervisor = Supervisor(
@@ -102,11 +120,36 @@ class Controller:
     def _on_link(self, ev: LinkEvent) -> None:
         for name, detail in self.state.apply(ev):
             self.uplink.event(name, detail)
+        if (self.crossing is not None and self.cfg.signal.source == "din"
+                and self.state.digital_inputs is not None and ev.frame is not None
+                and ev.frame.name == "digital_inputs"):
+            level = (self.state.digital_inputs >> self.cfg.signal.din_bit) & 1
+            self.crossing.push_signal(
+                "red" if level == self.cfg.signal.din_red_level else "green", time.time())
         if ev.kind == "incompatible":
             log.error("link: %s; refusing to drive this board (update the firmware or "
                       "the controller)", ev.detail)
         if ev.kind == "frame" and ev.frame is not None and ev.frame.name == "board_id":
             self.uplink.refresh_birth()  # hello + board id complete the firmware identity
+
+    def _on_signal_message(self, payload: bytes) -> None:
+        """External signal feed: 'red' / 'green', or {"state": "red"}."""
+        text = payload.decode(errors="replace").strip()
+        with contextlib.suppress(ValueError):
+            doc = json.loads(text)
+            if isinstance(doc, dict):
+                text = str(doc.get("state", ""))
+            elif isinstance(doc, str):
+                text = doc
+        if text in ("red", "green") and self.crossing is not None:
+            self.crossing.push_signal(text, time.time())  # type: ignore[arg-type]
+        else:
+            self.signal_rejected += 1
+            log.warning("signal feed: ignored %r (want red or green)", text[:40])
+
+    async def _amp(self, on: bool) -> bool:
+        out = await self.link.command("amp_enable", (1 if on else 0,))
+        return out.ok
 
     # ---- reports --------------------------------------------------------------
 
@@ -140,6 +183,7 @@ class Controller:
                      **s.link_counters(), "firmware_stats": self.state.firmware_stats},
             "process": {**self.proc.sample(), "tasks": self.supervisor.report()},
             "camera": self.camera.stats() if self.camera is not None else None,
+            "crossing": self.crossing.telemetry() if self.crossing is not None else None,
             "mqtt": {"protocol": self.uplink.protocol, "reconnects": self.uplink.reconnects,
                      "commands_received": self.uplink.commands_received,
                      "commands_rejected": self.uplink.commands_rejected},

@@ -31,6 +31,7 @@ from edge_controller.crossing.config import (
     SignalConfig,
     ZoneConfig,
 )
+from edge_controller.detect.config import DetectorConfig
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -247,6 +248,9 @@ class Config(_Section):
         default_factory=CrossingConfig, description="Tracking and the red-light crossing rule."
     )
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Audio warnings.")
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="Person detector on the camera frames."
+    )
 
     @model_validator(mode="after")
     def _unique_zones(self) -> Config:
@@ -254,6 +258,12 @@ class Config(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"zone names must be unique: {', '.join(dupes)}")
+        if self.crossing.enabled:
+            if not self.camera.enabled:
+                raise ValueError("crossing.enabled needs camera.enabled")
+            if not any(z.kind != "waiting" for z in self.zones):
+                raise ValueError("crossing.enabled needs at least one carriageway or "
+                                 "crosswalk zone ([[zones]])")
         return self
 
 

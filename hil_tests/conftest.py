@@ -19,12 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge_controller.sim.broker import Broker, mosquitto_path, start_mosquitto
 from edge_controller.sim.firmware import DEFAULT_BUILD
-from edge_controller.sim.pole import ROOT, SimPole
+from edge_controller.sim.pole import ROOT, SimPole, render_toml
 from hil_tests.capture import Capture
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -84,40 +85,26 @@ class RigPole(SimPole):
     """A board on a real serial port: only the controller runs here."""
 
     def __init__(self, workdir: Path, broker_url: str, port: str,
-                 overrides: dict[str, dict[str, object]] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None) -> None:
         super().__init__(workdir, broker_url, overrides=overrides)
         self.serial_port = port
 
-    def config(self) -> dict[str, dict[str, object]]:
-        sections: dict[str, dict[str, object]] = {
-            "pole": {"id": self.pole_id},
-            "link": {"port": self.serial_port},
-            "mqtt": {"url": self.broker_url},
-            "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
-            "camera": {"enabled": False},
-        }
-        for sec, kv in self.overrides.items():
-            sections.setdefault(sec, {}).update(kv)
-        return sections
+    @property
+    def link_port(self) -> str:
+        return self.serial_port
 
     def start(self) -> RigPole:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(_render(self.config()))
+        self.config_path.write_text(render_toml(self.config()))
         self.start_controller()
         return self
-
-
-def _render(sections: dict[str, dict[str, object]]) -> str:
-    from edge_controller.sim.pole import render_toml
-
-    return render_toml(sections)
 
 
 _poles = itertools.count(1)
 
 
 def make_pole(target: Target, broker: Broker, build: Path, workdir: Path,
-              overrides: dict[str, dict[str, object]] | None = None) -> SimPole:
+              overrides: dict[str, Any] | None = None) -> SimPole:
     # A fresh pole id per test: retained state/birth of an earlier test's pole on the
     # shared broker must never satisfy this test's waits.
     pole_id = f"hil-{os.getpid()}-{next(_poles)}"

@@ -28,15 +28,34 @@ def _toml_value(v: object) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_toml(sections: dict[str, dict[str, object]]) -> str:
-    out = []
-    for name, kv in sections.items():
-        out.append(f"[{name}]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in kv.items())
-        out.append("")
+def _table(out: list[str], header: str, kv: dict[str, object]) -> None:
+    out.append(header)
+    subs = []
+    for k, v in kv.items():
+        if isinstance(v, dict):
+            subs.append((k, v))
+        else:
+            out.append(f"{k} = {_toml_value(v)}")
+    out.append("")
+    name = header.strip("[]")
+    for k, v in subs:
+        _table(out, f"[{name}.{k}]", v)
+
+
+def render_toml(sections: dict[str, object]) -> str:
+    """Just enough TOML for generated pole configs: tables, sub-tables, arrays of tables."""
+    out: list[str] = []
+    for name, body in sections.items():
+        if isinstance(body, list):
+            for item in body:
+                _table(out, f"[[{name}]]", item)
+        elif isinstance(body, dict):
+            _table(out, f"[{name}]", body)
     return "\n".join(out)
 
 
@@ -48,7 +67,7 @@ class SimPole:
         *,
         pole_id: str = "sim-pole-1",
         video: Path | None = None,
-        overrides: dict[str, dict[str, object]] | None = None,
+        overrides: dict[str, Any] | None = None,
         build_dir: Path = DEFAULT_BUILD,
     ) -> None:
         self.workdir = workdir
@@ -64,18 +83,25 @@ class SimPole:
         self.controller_log = workdir / "controller.log"
         self._log_fh: IO[bytes] | None = None
 
-    def config(self) -> dict[str, dict[str, object]]:
+    @property
+    def link_port(self) -> str:
         assert self.wire is not None
-        sections: dict[str, dict[str, object]] = {
+        return self.wire.ctl_path
+
+    def config(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {
             "pole": {"id": self.pole_id},
-            "link": {"port": self.wire.ctl_path},
+            "link": {"port": self.link_port},
             "mqtt": {"url": self.broker_url},
             "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
             "camera": ({"enabled": True, "source": f"file:{self.video}", "on_end": "exit"}
                        if self.video else {"enabled": False}),
         }
         for sec, kv in self.overrides.items():
-            sections.setdefault(sec, {}).update(kv)
+            if isinstance(kv, dict):
+                sections.setdefault(sec, {}).update(kv)
+            else:
+                sections[sec] = kv  # e.g. the zones array
         return sections
 
     def start(self) -> SimPole:

@@ -71,6 +71,7 @@ class Uplink:
         self.reconnects = 0
         self.dropped = 0
         self.published = 0
+        self._extra: dict[str, Callable[[bytes], None]] = {}
         self.commands_received = 0
         self.commands_rejected = 0
 
@@ -96,6 +97,10 @@ class Uplink:
     def state_payload(self, state: str, reason: str, ts: bool = True) -> dict[str, Any]:
         return {"v": API_VERSION, "pole_id": self.topics.pole_id, "state": state,
                 "ts": utc_iso() if ts else None, "reason": reason}
+
+    def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Also listen to `topic` (e.g. an external signal feed); set before run()."""
+        self._extra[topic] = handler
 
     # ---- connection ------------------------------------------------------------
 
@@ -177,6 +182,8 @@ class Uplink:
             try:
                 # Subscribe first: once a backend sees `online`, commands reach us.
                 await client.subscribe(self.topics.command, qos=1)
+                for topic in self._extra:
+                    await client.subscribe(topic, qos=1)
                 await client.publish(self.topics.state,
                                      json.dumps(self.state_payload("online", "connected")),
                                      qos=1, retain=True)
@@ -212,6 +219,13 @@ class Uplink:
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
             if not msg.topic.matches(self.topics.command):
+                for topic, handler in self._extra.items():
+                    if msg.topic.matches(topic):
+                        raw = msg.payload if isinstance(msg.payload, bytes) else b""
+                        try:
+                            handler(raw)
+                        except Exception:  # a feed handler bug must not drop the uplink
+                            log.exception("handler for %s failed", topic)
                 continue
             self.commands_received += 1
             payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()

@@ -225,6 +225,7 @@ TELEMETRY: dict[str, Any] = {
         "healthy": False,
     },
     "mqtt": {"protocol": "3.1.1", "reconnects": 0, "commands_received": 3, "commands_rejected": 1},
+    "crossing": None,
 }
 
 BASE: dict[str, dict[str, Any]] = {
@@ -623,7 +624,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.0.0"
+    assert asyncapi["info"]["version"] == "1.1.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from edge_controller.config import ConfigError, load
+from edge_controller.config import Config, ConfigError, load
 
 app = typer.Typer(help="Install, commission and watch smartpole poles.", no_args_is_help=True)
 config_app = typer.Typer(help="Work with a pole's TOML config.", no_args_is_help=True)
@@ -51,6 +51,80 @@ def config_doc() -> None:
     from polectl.configdoc import render
 
     print(render(), end="")
+
+
+def _load_or_exit(config: Path) -> Config:
+    try:
+        return load(config)
+    except ConfigError as e:
+        for k, r in e.problems:
+            err.print(f"[red]{config}[/]: [bold]{k}[/]: {r}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def replay(
+    video: Annotated[Path, typer.Argument(help="Recorded video (any format OpenCV reads).")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="The pole's TOML config "
+                                         "(zones, signal, crossing, detector).")],
+    events_out: Annotated[Path, typer.Option("--events-out", help="Events, one JSON object "
+                                             "per line.")] = Path("events.jsonl"),
+    annotate: Annotated[Path | None, typer.Option(help="Also write an annotated video (boxes, "
+                                                  "tracks, zones, signal; people blurred).")]
+        = None,
+    start: Annotated[str | None, typer.Option(help="Wall-clock time of the first frame (ISO "
+                                              "8601 or epoch seconds) for the signal plan; "
+                                              "default 0 = the plan's epoch.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the crossing pipeline over a recorded video as fast as the CPU allows, in video
+    time, and write its events (violations and crossings)."""
+    from polectl.replay import parse_start
+    from polectl.replay import replay as run_replay
+
+    cfg = _load_or_exit(config)
+    if not cfg.zones:
+        err.print(f"[red]{config}[/]: [bold]zones[/]: no [[zones]] configured; replay has "
+                  "nothing to judge. Draw them with `polectl calibrate` or edit the file.")
+        raise typer.Exit(2)
+    try:
+        summary = run_replay(video, cfg, events_out, annotate, parse_start(start), max_frames,
+                             progress=not as_json)
+    except (FileNotFoundError, ValueError) as e:
+        err.print(f"[red]replay failed[/]: {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(f"{summary['frames']} frames ({summary['processed']} analysed) in "
+                  f"{summary['seconds']} s ({summary['x_realtime']}x real time): "
+                  f"{summary['violations']} violations, {summary['crossings']} crossings "
+                  f"-> {events_out}")
+
+
+@app.command()
+def detect(
+    video: Annotated[Path, typer.Argument(help="Recorded video (any format OpenCV reads).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The pole's TOML "
+                                                "config (its [detector] section).")] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Detections, one JSON object per "
+                                           "analysed frame.")] = Path("detections.jsonl"),
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+) -> None:
+    """Run the configured detection pipeline (tiling, motion gating) over a recorded video."""
+    from polectl.detect import DetectError, detect_video
+
+    try:
+        summary = detect_video(video, config, out_path, progress=True, max_frames=max_frames)
+    except ConfigError as e:
+        for k, r in e.problems:
+            err.print(f"[red]{e.source}[/]: [bold]{k}[/]: {r}")
+        raise typer.Exit(2) from None
+    except (DetectError, FileNotFoundError, ValueError) as e:
+        err.print(f"[red]detect failed[/]: {e}")
+        raise typer.Exit(1) from None
+    out.print_json(json.dumps(summary))
 
 
 @app.command()

@@ -3,12 +3,15 @@ so the document can never drift from what the controller accepts."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
 from edge_controller.config import Config
 
+ROOT = Path(__file__).resolve().parents[2]
 HEADER = """# Configuration reference
 
 One TOML file per pole, validated at start-up by the controller and by
@@ -26,6 +29,12 @@ def _default(field: Any) -> str:
     if field.default_factory is not None:
         return "(section)"
     d = field.default
+    if isinstance(d, Path) and d.is_absolute():
+        # Defaults that point into the repository are shown relative to it, so the
+        # reference reads the same on every machine.
+        with contextlib.suppress(ValueError):
+            d = d.relative_to(ROOT)
+        return f'"{d}"'
     if d is None:
         return "unset"
     if isinstance(d, bool):

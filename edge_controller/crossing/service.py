@@ -1,0 +1,161 @@
+"""Live adapter of the crossing pipeline: the `detector`, `violations` and `audio` tasks.
+
+camera task --(drop-oldest, 1 frame)--> detector (onnxruntime in a thread)
+            --(detections)--> violations (tracker + rule, events upstream)
+            --(plays)--> audio (amplifier on, aplay, amplifier off)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_controller.camera.source import Frame
+from edge_controller.crossing.audio import AlsaPlayer, Play, Played, WarningPolicy
+from edge_controller.crossing.engine import CrossingEngine, zones_from_config
+from edge_controller.crossing.privacy import snapshot_jpeg
+from edge_controller.crossing.signal import Colour, PushedSignal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    frame: Frame
+    arrived: float  # time.time() when the camera task handed the frame over
+
+
+@dataclass
+class _Result:
+    job: _Job
+    detections: np.ndarray[Any, np.dtype[Any]]
+
+
+class CrossingService:
+    def __init__(
+        self,
+        cfg: Any,  # edge_controller.config.Config (typed loosely to avoid an import cycle)
+        on_event: Callable[[str, dict[str, Any]], None],
+        amp: Callable[[bool], Awaitable[bool]] | None,
+    ) -> None:
+        from edge_controller.detect import DetectionPipeline  # onnxruntime: load lazily
+
+        self.cfg = cfg
+        self._on_event = on_event
+        zones = zones_from_config(cfg.zones)
+        self.engine = CrossingEngine(zones, cfg.crossing, cfg.signal, cfg.pole.timezone)
+        self.pipeline = DetectionPipeline(cfg.detector, zones=[list(z.polygon) for z in zones])
+        a = cfg.audio
+        self.policy = WarningPolicy(
+            timezone=cfg.pole.timezone, cooldown_s=a.cooldown_s, quiet_hours=a.quiet_hours,
+            volume_schedule=tuple((t, v) for t, v in a.volume_schedule),
+            zone_clips={z.name: tuple(z.clips) for z in cfg.zones if z.clips})
+        self.player = AlsaPlayer(a.device, amp, a.amp_settle_ms / 1000)
+        self._frames: deque[_Job] = deque(maxlen=1)  # newest frame wins
+        self._frame_ready = asyncio.Event()
+        self._results: asyncio.Queue[_Result] = asyncio.Queue(maxsize=8)
+        self._plays: asyncio.Queue[tuple[Play, float, float]] = asyncio.Queue(maxsize=16)
+        self.frames_dropped = 0
+        self.tracks_live = 0
+        self.last_detect_ms = 0.0
+        self.warning_latency_ms: deque[float] = deque(maxlen=200)  # frame -> aplay started
+        self.skipped: dict[str, int] = {}
+
+    # ---- inputs ---------------------------------------------------------------
+
+    def submit(self, frame: Frame) -> None:
+        """Called by the camera task for every frame; never blocks."""
+        if len(self._frames) == self._frames.maxlen:
+            self.frames_dropped += 1
+        self._frames.append(_Job(frame, time.time()))
+        self._frame_ready.set()
+
+    def push_signal(self, colour: Colour, t: float) -> None:
+        if isinstance(self.engine.signal, PushedSignal):
+            self.engine.signal.push(colour, t)
+
+    # ---- tasks ----------------------------------------------------------------
+
+    async def run_detector(self) -> None:
+        while True:
+            await self._frame_ready.wait()
+            self._frame_ready.clear()
+            while self._frames:
+                job = self._frames.popleft()
+                f = job.frame
+                t0 = time.perf_counter()
+                dets = await asyncio.to_thread(self.pipeline.process, f.index, f.t, f.image)
+                self.last_detect_ms = (time.perf_counter() - t0) * 1000
+                if dets is not None:
+                    await self._results.put(_Result(job, dets))
+
+    async def run_violations(self) -> None:
+        while True:
+            r = await self._results.get()
+            f = r.job.frame
+            step = self.engine.step(f.index, time.time(), r.detections, f.image)
+            self.tracks_live = len(step.tracks)
+            for v in step.violations:
+                detail: dict[str, Any] = {**v.as_dict(), "t": None}
+                detail.pop("t")
+                detail.pop("frame")
+                if self.cfg.crossing.evidence:
+                    jpg = snapshot_jpeg(f.image, r.detections,
+                                        self.cfg.crossing.evidence_max_kb * 1024)
+                    detail["evidence_jpeg_b64"] = base64.b64encode(jpg).decode()
+                self._on_event("violation", detail)
+                if self.cfg.audio.enabled:
+                    decision = self.policy.decide(v.zone, time.time())
+                    if isinstance(decision, Play):
+                        if self._plays.full():
+                            self.skipped["queue_full"] = self.skipped.get("queue_full", 0) + 1
+                        else:
+                            self._plays.put_nowait((decision, r.job.arrived, time.time()))
+                    else:
+                        self.skipped[decision.reason] = self.skipped.get(decision.reason, 0) + 1
+
+    async def run_audio(self) -> None:
+        while True:
+            play, frame_arrived, decided = await self._plays.get()
+
+            first = [True]
+
+            def started(rec: Played, arrived: float = frame_arrived, first: list[bool] = first
+                        ) -> None:
+                if first[0]:  # latency to the first clip: when the warning is heard
+                    self.warning_latency_ms.append((rec.started - arrived) * 1000)
+                    first[0] = False
+
+            self.player.on_started = started
+            recs = await self.player.play(play, decided)
+            if recs:
+                # One event per warning (its clips play back to back).
+                self._on_event("warning_played", {
+                    "zone": play.zone, "clips": [r.clip for r in recs], "volume": play.volume,
+                    "ok": all(r.ok for r in recs),
+                    "latency_ms": round((recs[0].started - frame_arrived) * 1000, 1)})
+
+    # ---- reports --------------------------------------------------------------
+
+    def telemetry(self) -> dict[str, Any]:
+        now = time.time()
+        st = self.pipeline.stats
+        return {
+            "signal": self.engine.signal_state(now).as_dict(now),
+            "zones": self.engine.rule.counters_dict(now),
+            "tracks": self.tracks_live,
+            "detector": {"frames_seen": st.frames_seen, "frames_processed": st.frames_processed,
+                         "inferences": st.inferences,
+                         "mean_inference_ms": round(st.mean_inference_ms, 2),
+                         "last_ms": round(self.last_detect_ms, 2),
+                         "frames_dropped": self.frames_dropped},
+            "audio": {"played": len(self.player.history), "skipped": dict(self.skipped)},
+        }

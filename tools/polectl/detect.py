@@ -1,0 +1,153 @@
+"""`polectl detect VIDEO --config POLE.toml --out DETECTIONS.jsonl`: the pole's person
+detector over a recorded video, as fast as the CPU allows.
+
+One JSON object per processed frame (skipped frames, by `detect_interval` or
+`max_fps`, write nothing):
+
+    {"frame": 12, "t": 1.2, "boxes": [[x1, y1, x2, y2, score], ...]}
+
+`frame` is 0-based, `t` seconds from the start of the video (frame / fps), box
+corners in pixels of the original frame (0.1 px), scores to 3 decimals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import ValidationError
+
+from edge_controller.detect import DetectionPipeline, DetectorConfig
+
+
+class DetectError(Exception):
+    """A problem the user can fix (missing video, bad config); the message says which."""
+
+
+def load_detector_config(path: Path | None) -> DetectorConfig:
+    """The `[detector]` section of a pole config (defaults without a file).
+
+    Uses the main config's `detector` section once `edge_controller.config.Config`
+    has one; until then the `[detector]` table is validated here (the other sections
+    are still checked by `edge_controller.config.load`).
+    """
+    if path is None:
+        return DetectorConfig()
+    from edge_controller.config import ConfigError, load
+
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DetectError(f"{path}: cannot read config: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise DetectError(f"{path}: (syntax): {e}") from None
+    section = data.get("detector", {})
+    if not isinstance(section, dict):
+        raise DetectError(f"{path}: detector: must be a table")
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        # Until Config has a `detector` field, its own check rejects the table as unknown.
+        rest = [(k, r) for k, r in e.problems if k != "detector" and not k.startswith(
+            "detector.")]
+        if rest:
+            raise DetectError(str(ConfigError(str(path), rest))) from None
+    else:
+        found = getattr(cfg, "detector", None)
+        if isinstance(found, DetectorConfig):
+            return found
+    try:
+        return DetectorConfig.model_validate(section)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(["detector", *(str(p) for p in err["loc"])])
+            reason = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key (check the spelling; see docs/config.md)"
+            lines.append(f"{path}: {key}: {reason}")
+        raise DetectError("\n".join(lines)) from None
+
+
+def _box(b: Any) -> list[float]:
+    return [round(float(b[0]), 1), round(float(b[1]), 1), round(float(b[2]), 1),
+            round(float(b[3]), 1), round(float(b[4]), 3)]
+
+
+def detect_video(video: Path, config: Path | None, out: Path, progress: bool = True,
+                 max_frames: int | None = None) -> dict[str, Any]:
+    """Run the configured pipeline over `video`, write JSONL to `out`, return a summary."""
+    if not video.is_file():
+        raise DetectError(f"video {video} not found")
+    cfg = load_detector_config(config)
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise DetectError(f"cannot open video {video} (not a video OpenCV can read?)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 10.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if max_frames is not None:
+        total = min(total, max_frames) if total > 0 else max_frames
+    try:
+        pipe = DetectionPipeline(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        cap.release()
+        raise DetectError(str(e)) from None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = boxes = 0
+    start = time.perf_counter()
+    bar: Any = None
+    try:
+        if progress:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            bar = Progress(TextColumn("detect"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
+                           transient=False)
+            bar.start()
+            task = bar.add_task("detect", total=total or None, fps=0.0)
+        with out.open("w", encoding="utf-8") as f:
+            i = 0
+            while max_frames is None or i < max_frames:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                t = i / fps
+                dets = pipe.process(i, t, np.asarray(img, dtype=np.uint8))
+                if dets is not None:
+                    f.write(json.dumps({"frame": i, "t": round(t, 3),
+                                        "boxes": [_box(b) for b in dets]}) + "\n")
+                    written += 1
+                    boxes += len(dets)
+                i += 1
+                if bar is not None:
+                    el = time.perf_counter() - start
+                    bar.update(task, completed=i, fps=i / el if el > 0 else 0.0)
+    finally:
+        cap.release()
+        if bar is not None:
+            bar.stop()
+    elapsed = time.perf_counter() - start
+    return {
+        "video": str(video),
+        "out": str(out),
+        "frames": pipe.stats.frames_seen,
+        "processed": written,
+        "boxes": boxes,
+        "seconds": round(elapsed, 3),
+        "fps": round(pipe.stats.frames_seen / elapsed, 2) if elapsed > 0 else 0.0,
+        "stats": pipe.stats.as_dict(),
+    }

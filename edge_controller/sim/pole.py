@@ -59,6 +59,28 @@ def render_toml(sections: dict[str, object]) -> str:
     return "\n".join(out)
 
 
+DEMO_ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]
+
+
+def plan_red_since(seconds_ago: float, red_s: float, green_s: float) -> dict[str, float]:
+    """A fixed-time plan (UTC) whose current red phase began `seconds_ago`."""
+    now = time.time()
+    into_day = now % 86400
+    return {"red_s": red_s, "green_s": green_s,
+            "offset_s": (into_day - seconds_ago) % (red_s + green_s)}
+
+
+def demo_crossing(audio_device: str = "null") -> dict[str, Any]:
+    """Config for `make run`: the middle of the road in the sample clip is a carriageway
+    zone; the pedestrian signal went red 3 s before start; warnings go to `audio_device`."""
+    return {
+        "zones": [{"name": "mid-road", "kind": "carriageway", "polygon": DEMO_ZONE}],
+        "signal": {"source": "plan", "plan": plan_red_since(3.0, 40.0, 20.0)},
+        "crossing": {"enabled": True, "grace_s": 1.0},
+        "audio": {"device": audio_device, "cooldown_s": 3.0},
+    }
+
+
 class SimPole:
     def __init__(
         self,
@@ -185,7 +207,8 @@ async def scenario(pole: SimPole, host: str, port: int) -> None:
 
 
 def run_sim(
-    video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path
+    video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path,
+    crossing: bool = True, audio_device: str = "null",
 ) -> int:
     """`make run`: a simulated pole plays a clip through its camera task, then exits."""
     from polectl.monitor import monitor
@@ -208,7 +231,8 @@ def run_sim(
         url = own.url
         console.print(f"broker: {own.kind} on {url}")
     workdir = workdir.resolve()
-    pole = SimPole(workdir, url, video=video)
+    pole = SimPole(workdir, url, video=video,
+                   overrides=demo_crossing(audio_device) if crossing else None)
     host, port = url.split("://")[1].split(":")
     try:
         pole.start()

@@ -160,12 +160,18 @@ def sim(
     live: Annotated[bool, typer.Option(help="Show the live view.")] = True,
     workdir: Annotated[Path, typer.Option(help="Where logs and the generated config go.")] =
         Path("build/sim"),
+    crossing: Annotated[bool, typer.Option(help="Run the red-light crossing pipeline on a "
+                                           "demo zone and signal plan.")] = True,
+    audio_device: Annotated[str, typer.Option(help="ALSA device for warnings ('null' plays "
+                                              "silently; 'default' for a sound card).")]
+        = "null",
 ) -> None:
     """Run a whole simulated pole (firmware on the MicroPython unix port, broker, controller)
     on a recorded clip, with a live view of what it publishes; exits when the clip ends."""
     from edge_controller.sim.pole import run_sim
 
-    code = run_sim(video=video, broker=broker, allow_apt=allow_apt, live=live, workdir=workdir)
+    code = run_sim(video=video, broker=broker, allow_apt=allow_apt, live=live, workdir=workdir,
+                   crossing=crossing, audio_device=audio_device)
     raise typer.Exit(code)
 
 

@@ -65,7 +65,7 @@ class FleetView:
         t = Table(title=f"smartpole - {len(self.poles)} pole(s), {self.total} messages",
                   expand=True)
         for col in ("pole", "state", "firmware", "lamp %", "lux", "door", "mains", "link",
-                    "rtt ms", "camera", "cpu %", "rss MB"):
+                    "rtt ms", "camera", "signal", "tracks", "violations", "cpu %", "rss MB"):
             t.add_column(col)
         for v in sorted(self.poles.values(), key=lambda p: p.pole_id):
             tel = v.telemetry
@@ -73,6 +73,9 @@ class FleetView:
             sens = tel.get("sensors") or {}
             link = tel.get("link") or {}
             cam = tel.get("camera") or {}
+            cx = tel.get("crossing") or {}
+            sig = (cx.get("signal") or {}).get("state", "-")
+            viol = sum(z.get("violations", 0) for z in (cx.get("zones") or {}).values())
             proc = tel.get("process") or {}
             fw = (v.birth.get("firmware") or {}).get("version", "-")
             state = Text(v.state, style="green" if v.state == "online" else "red")
@@ -82,6 +85,8 @@ class FleetView:
                 _yn(sens.get("door_open"), "open", "shut"), _yn(sens.get("mains"), "on", "OFF"),
                 _yn(link.get("up"), "up", "DOWN"), _fmt(link.get("rtt_ms")),
                 f"{cam.get('frames', '-')} @ {_fmt(cam.get('fps'))}" if cam else "-",
+                Text(sig, style={"red": "red", "green": "green"}.get(sig, "")),
+                str(cx.get("tracks", "-")), str(viol) if cx else "-",
                 _fmt(proc.get("cpu_percent")), _fmt(proc.get("rss_mb")),
             )
         return Group(t, Text("\n".join(self.log) or "(waiting for messages)"))

@@ -27,6 +27,7 @@ from edge_controller.pole_state import PoleState
 from edge_controller.supervisor import Supervisor, TaskSpec
 from edge_controller.uplink import commands
 from edge_controller.uplink.mqtt import Record, Uplink
+from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 from edge_controller.version import __version__
 
@@ -74,7 +75,10 @@ class Controller:
         self.state = PoleState()
         self.proc = ProcessStats()
         self.link = LinkClient(cfg.link, f"smartpole-controller {__version__}", self._on_link)
-        self.uplink = Uplink(cfg.mqtt, self.topics, self._birth, self._on_command)
+        q = cfg.queue
+        store = RecordStore(q.path, q.max_records, int(q.max_mb * 2**20), q.max_age_h * 3600)
+        self.uplink = Uplink(cfg.mqtt, self.topics, self._birth, self._on_command, store,
+                             q.drain_rate_per_s)
         self.camera: CameraTask | None = None
         self.signal_rejected = 0
         specs = [
@@ -186,7 +190,9 @@ class Controller:
             "crossing": self.crossing.telemetry() if self.crossing is not None else None,
             "mqtt": {"protocol": self.uplink.protocol, "reconnects": self.uplink.reconnects,
                      "commands_received": self.uplink.commands_received,
-                     "commands_rejected": self.uplink.commands_rejected},
+                     "commands_rejected": self.uplink.commands_rejected,
+                     "queued": self.uplink.queued, "dropped": self.uplink.dropped,
+                     "refused": self.uplink.refused},
         }
 
     async def _telemetry_loop(self) -> None:

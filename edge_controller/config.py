@@ -173,6 +173,26 @@ class TelemetryConfig(_Section):
     )
 
 
+class QueueConfig(_Section):
+    path: str = Field(
+        "/var/lib/smartpole/queue.sqlite3",
+        description="SQLite file of the store-and-forward queue (':memory:' keeps it in RAM: "
+        "no durability, for tests).",
+    )
+    max_records: int = Field(
+        100_000, ge=100, description="Most records kept while the broker is unreachable; "
+        "over it the oldest telemetry is dropped first, then the oldest of anything.",
+    )
+    max_mb: float = Field(64.0, gt=0, description="Most payload megabytes kept (same policy).")
+    max_age_h: float = Field(
+        168.0, gt=0, description="Records older than this are dropped (counted in telemetry)."
+    )
+    drain_rate_per_s: float = Field(
+        50.0, gt=0, le=10_000, description="Backlog records sent per second after a "
+        "reconnect; live records are never held back by the backlog.",
+    )
+
+
 class CameraConfig(_Section):
     enabled: bool = Field(True, description="Run the camera task.")
     source: str = Field(
@@ -232,6 +252,9 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Upstream MQTT broker.")
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig, description="Periodic reports."
+    )
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig, description="Store-and-forward queue behind the uplink."
     )
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Camera capture.")
     supervisor: SupervisorConfig = Field(

@@ -116,6 +116,7 @@ class SimPole:
             "link": {"port": self.link_port},
             "mqtt": {"url": self.broker_url},
             "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
+            "queue": {"path": str(self.workdir / "queue.sqlite3")},
             "camera": ({"enabled": True, "source": f"file:{self.video}", "on_end": "exit"}
                        if self.video else {"enabled": False}),
         }

@@ -14,7 +14,7 @@ import logging
 import random
 import socket
 import ssl
-from collections import deque
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ import aiomqtt
 
 from edge_controller.clock import utc_iso
 from edge_controller.config import MqttConfig
+from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -53,27 +54,39 @@ class Uplink:
         topics: Topics,
         birth: Callable[[], dict[str, Any]],
         on_command: Callable[[bytes], Coroutine[Any, Any, None]],
-        queue_limit: int = 10_000,
+        store: RecordStore | None = None,
+        drain_rate_per_s: float = 50.0,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
         self._birth = birth
         self._on_command = on_command
-        self._queue: deque[Record] = deque()
-        self._queue_limit = queue_limit
+        # Without a path (tests, tools) the queue lives in memory: same code, no durability.
+        self.store = store or RecordStore(":memory:")
+        self.drain_rate_per_s = drain_rate_per_s
+        self._retained: dict[str, dict[str, Any]] = {}  # state-like records: latest wins
         self._have = asyncio.Event()
         self._drained = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._rng = random.Random()
+        self._extra: dict[str, Callable[[bytes], None]] = {}
+        self._refusal: str | None = None
         self.protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
         self.connected = False
         self.connects = 0
         self.reconnects = 0
-        self.dropped = 0
         self.published = 0
-        self._extra: dict[str, Callable[[bytes], None]] = {}
+        self.refused = 0
         self.commands_received = 0
         self.commands_rejected = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.store.dropped
+
+    @property
+    def queued(self) -> int:
+        return len(self.store)
 
     # ---- the single publish path ---------------------------------------------
 
@@ -81,10 +94,13 @@ class Uplink:
         return {"v": API_VERSION, "pole_id": self.topics.pole_id, "ts": utc_iso(), **payload}
 
     def publish(self, record: Record) -> None:
-        if len(self._queue) >= self._queue_limit:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(record)
+        """Every record goes here. Retained records are state (the latest wins, re-sent on
+        every connect); all others get a sequence number and are stored durably first."""
+        if record.retain:
+            self._retained[record.topic] = record.payload
+        else:
+            kind = record.topic.rsplit("/", 1)[-1]
+            self.store.append(record.topic, record.payload, record.qos, kind)
         self._drained.clear()
         self._have.set()
 
@@ -177,6 +193,7 @@ class Uplink:
             if self.connects > 1:
                 self.reconnects += 1
             self._client = client
+            self._watch_pubacks(client)
             self.connected = True
             log.info("uplink: connected to %s (MQTT %s)", self.cfg.url, self.protocol)
             try:
@@ -187,6 +204,7 @@ class Uplink:
                 await client.publish(self.topics.state,
                                      json.dumps(self.state_payload("online", "connected")),
                                      qos=1, retain=True)
+                self._retained.pop(self.topics.birth, None)
                 await client.publish(self.topics.birth, json.dumps(self.stamp(self._birth())),
                                      qos=1, retain=True)
                 async with asyncio.TaskGroup() as tg:
@@ -202,19 +220,58 @@ class Uplink:
             await asyncio.sleep(delay(0))
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
+        """Live records go out at once; the backlog from before this connection drains in
+        order at `drain_rate_per_s`, so an outage's backlog never delays a fresh event."""
+        live_from = self.store.next_seq
+        tokens, last = 1.0, time.monotonic()
         while True:
-            while not self._queue:
+            for topic in list(self._retained):
+                payload = self._retained.pop(topic)
+                await client.publish(topic, json.dumps(payload, separators=(",", ":")),
+                                     qos=1, retain=True)
+            live = self.store.peek(1, min_seq=live_from)
+            backlog = self.store.peek(1)
+            if backlog and backlog[0].seq >= live_from:
+                backlog = []
+            now = time.monotonic()
+            tokens = min(self.drain_rate_per_s, tokens + (now - last) * self.drain_rate_per_s)
+            last = now
+            rec = live[0] if live else None
+            if rec is None and backlog and tokens >= 1:
+                rec, tokens = backlog[0], tokens - 1
+            if rec is None:
+                if not live and not backlog and not self._retained:
+                    self._drained.set()
                 self._have.clear()
-                await self._have.wait()
-            rec = self._queue[0]
-            await client.publish(rec.topic, json.dumps(rec.payload, separators=(",", ":")),
-                                 qos=rec.qos, retain=rec.retain)
+                wait = None if not backlog else (1 - tokens) / self.drain_rate_per_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._have.wait(), wait)
+                continue
+            self._refusal = None
+            await client.publish(rec.topic, rec.payload, qos=rec.qos)
             # Removed only once the broker has it (QoS 1: after PUBACK).
-            if self._queue and self._queue[0] is rec:
-                self._queue.popleft()
-            self.published += 1
-            if not self._queue:
-                self._drained.set()
+            self.store.ack(rec.seq)
+            if self._refusal is not None:
+                # MQTT 5: the broker answered with a failure reason (e.g. not authorised).
+                # Retrying cannot help; count it and move on so the queue never wedges.
+                self.refused += 1
+                log.error("uplink: broker refused seq %d on %s: %s", rec.seq, rec.topic,
+                          self._refusal)
+            else:
+                self.published += 1
+
+    def _watch_pubacks(self, client: aiomqtt.Client) -> None:
+        # aiomqtt does not surface PUBACK reason codes; paho hands them to on_publish.
+        # One publish is in flight at a time, so a failure seen now is ours.
+        paho = client._client
+        original: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+            if getattr(rc, "is_failure", False):
+                self._refusal = str(rc)
+            original(c, userdata, mid, rc, props)
+
+        paho.on_publish = on_publish
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
@@ -235,10 +292,10 @@ class Uplink:
 
     async def flush(self, within_s: float) -> bool:
         """Wait until the queue is empty or `within_s` passes; True if drained."""
-        if self.connected and self._queue:
+        if self.connected and (len(self.store) or self._retained):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), within_s)
-        return not self._queue
+        return not len(self.store)
 
     async def shutdown(self, reason: str = "shutdown", within_s: float = 3.0) -> None:
         """Clean stop: drain what is queued, then say offline (retained) before leaving."""

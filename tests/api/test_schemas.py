@@ -224,8 +224,10 @@ TELEMETRY: dict[str, Any] = {
         "height": 480,
         "healthy": False,
     },
-    "mqtt": {"protocol": "3.1.1", "reconnects": 0, "commands_received": 3, "commands_rejected": 1},
+    "mqtt": {"protocol": "3.1.1", "reconnects": 0, "commands_received": 3, "commands_rejected": 1,
+             "queued": 0, "dropped": 0, "refused": 0},
     "crossing": None,
+    "seq": 41,
 }
 
 BASE: dict[str, dict[str, Any]] = {
@@ -249,6 +251,7 @@ BASE: dict[str, dict[str, Any]] = {
         "ts": TS,
         "event": "tilt_alarm",
         "detail": {"tilt_deg": 9.5, "nested": {"anything": [1, None]}},
+        "seq": 42,
     },
     "command": {
         "id": "c-1",
@@ -265,6 +268,7 @@ BASE: dict[str, dict[str, Any]] = {
         "status": "ok",
         "reason": "done",
         "detail": "level 55",
+        "seq": 43,
     },
 }
 
@@ -624,7 +628,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.1.0"
+    assert asyncapi["info"]["version"] == "1.2.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

@@ -53,6 +53,24 @@ class Broker:
     workdir: Path
     log_path: Path
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    argv: list[str] = field(default_factory=list)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop (SIGTERM, as an operator or a crash-restarting service would) and start
+        again on the same port and config; with persistence on, sessions survive."""
+        self.kill()
+        time.sleep(down_s)
+        self.start_again()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def start_again(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(self.port, 10, self.proc)
 
     @property
     def url(self) -> str:
@@ -95,7 +113,8 @@ def apt_install_mosquitto() -> bool:
     return mosquitto_path() is not None
 
 
-def start_mosquitto(port: int | None = None, extra_conf: str = "") -> Broker:
+def start_mosquitto(port: int | None = None, extra_conf: str = "",
+                    persistence: bool = False) -> Broker:
     exe = mosquitto_path()
     if exe is None:
         raise FileNotFoundError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -107,15 +126,17 @@ def start_mosquitto(port: int | None = None, extra_conf: str = "") -> Broker:
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
-        "persistence false\n"
+        + (f"persistence true\npersistence_location {work}/\nautosave_interval 1\n"
+           if persistence else "persistence false\n") +
         "set_tcp_nodelay true\n"
         f"log_dest file {log}\n"
         "log_type error\nlog_type warning\nlog_type notice\n"
         "log_timestamp true\n" + extra_conf
     )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+    argv = [exe, "-c", str(conf)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    b = Broker("mosquitto", port, proc, work, log, tmp)
+    b = Broker("mosquitto", port, proc, work, log, tmp, argv)
     try:
         wait_port(port, 10, proc)
     except Exception:

@@ -62,7 +62,7 @@ class Uplink:
         self._birth = birth
         self._on_command = on_command
         # Without a path (tests, tools) the queue lives in memory: same code, no durability.
-        self.store = store or RecordStore(":memory:")
+        self.store = store if store is not None else RecordStore(":memory:")
         self.drain_rate_per_s = drain_rate_per_s
         self._retained: dict[str, dict[str, Any]] = {}  # state-like records: latest wins
         self._have = asyncio.Event()

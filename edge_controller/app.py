@@ -25,7 +25,7 @@ from edge_controller.link.client import LinkClient
 from edge_controller.link.session import LinkEvent
 from edge_controller.pole_state import PoleState
 from edge_controller.supervisor import Supervisor, TaskSpec
-from edge_controller.uplink import commands
+from edge_controller.uplink import commands, trust
 from edge_controller.uplink.mqtt import Record, Uplink
 from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
@@ -81,6 +81,12 @@ class Controller:
                              q.drain_rate_per_s)
         self.camera: CameraTask | None = None
         self.signal_rejected = 0
+        self.replays = 0
+        self._inflight: dict[str, asyncio.Event] = {}
+        self.results = trust.ResultCache(store.db if q.path != ":memory:" else None,
+                                         cfg.commands.replay_cache)
+        self.city_key = (trust.load_public_key(cfg.commands.public_key)
+                         if cfg.commands.public_key else None)
         specs = [
             TaskSpec("link", self.link.run, "always", probe=lambda: self.link.up),
             TaskSpec("uplink", self.uplink.run, "always", probe=lambda: self.uplink.connected),
@@ -212,15 +218,54 @@ class Controller:
     def _result(self, cid: str | None, status: str, reason: str, detail: str) -> None:
         if status != "ok":
             self.uplink.commands_rejected += status == "rejected"
-        self.uplink.publish(Record(self.topics.result, self.uplink.stamp(
-            {"id": cid, "status": status, "reason": reason, "detail": detail})))
+        result = {"id": cid, "status": status, "reason": reason, "detail": detail}
+        self.uplink.publish(Record(self.topics.result, self.uplink.stamp(result)))
+        if cid is not None and reason not in ("invalid_json", "too_large", "schema"):
+            self.results.put(cid, result, time.time())
 
     async def _on_command(self, payload: bytes) -> None:
-        cmd = commands.parse(payload, time.time())
+        now = time.time()
+        cmd = commands.parse(payload, now)
         if isinstance(cmd, commands.Rejection):
             log.warning("command rejected (%s): %s", cmd.reason, cmd.detail)
             self._result(cmd.id, "rejected", cmd.reason, cmd.detail)
             return
+        if cmd.id in self._inflight:  # the same id arrived twice at once: answer it once
+            await self._inflight[cmd.id].wait()
+        cached = self.results.get(cmd.id)
+        if cached is not None:
+            self.replays += 1
+            log.info("command %s replayed: answering from the result cache", cmd.id)
+            self.uplink.publish(Record(self.topics.result, self.uplink.stamp(dict(cached))))
+            return
+        why = self._untrusted(payload, cmd, now)
+        if why is not None:
+            log.warning("command %s rejected: %s", cmd.id, why[1])
+            self._result(cmd.id, "rejected", *why)
+            return
+        done = self._inflight[cmd.id] = asyncio.Event()
+        try:
+            await self._execute(cmd)
+        finally:
+            done.set()
+            del self._inflight[cmd.id]
+
+    def _untrusted(self, payload: bytes, cmd: commands.Envelope,
+                   now: float) -> tuple[str, str] | None:
+        c = self.cfg.commands
+        issued = commands.parse_ts(cmd.issued_at)
+        if issued - now > c.max_clock_skew_s:
+            return "not_yet_valid", f"issued_at is {issued - now:.0f} s in the future"
+        if self.city_key is None:
+            return None
+        if cmd.sig is None and not c.require_signature:
+            return None
+        problem = trust.verify(json.loads(payload), self.city_key)
+        if problem is not None:
+            return "signature", f"{problem} (commands must be signed with the city's key)"
+        return None
+
+    async def _execute(self, cmd: commands.Envelope) -> None:
         body = cmd.body
         if isinstance(body, commands.Ping):
             self._result(cmd.id, "ok", "done", "pong")

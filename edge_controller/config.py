@@ -193,6 +193,30 @@ class QueueConfig(_Section):
     )
 
 
+class CommandsConfig(_Section):
+    public_key: Path | None = Field(
+        None, description="The city's Ed25519 public key (PEM). When set, a signed command "
+        "must verify; see require_signature for unsigned ones.",
+    )
+    require_signature: bool = Field(
+        False, description="Reject every command without a valid signature (needs public_key)."
+    )
+    replay_cache: int = Field(
+        2000, ge=10, le=1_000_000, description="Answered command ids remembered (persisted "
+        "with the queue); a repeated id is answered from the cache, never run twice.",
+    )
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, description="A command issued further in the future than this is "
+        "rejected (not_yet_valid): the sender's or the pole's clock is wrong.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_key(self) -> CommandsConfig:
+        if self.require_signature and self.public_key is None:
+            raise ValueError("require_signature needs public_key")
+        return self
+
+
 class CameraConfig(_Section):
     enabled: bool = Field(True, description="Run the camera task.")
     source: str = Field(
@@ -252,6 +276,9 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Upstream MQTT broker.")
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig, description="Periodic reports."
+    )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, description="Trust rules for upstream commands."
     )
     queue: QueueConfig = Field(
         default_factory=QueueConfig, description="Store-and-forward queue behind the uplink."

@@ -124,6 +124,9 @@ def start_mosquitto(port: int | None = None, extra_conf: str = "",
     log = work / "mosquitto.log"
     conf = work / "mosquitto.conf"
     conf.write_text(
+        ""
+        # As root, mosquitto drops to its own user, which cannot write our 0700 temp dir.
+        + ("user root\n" if os.geteuid() == 0 else "") +
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
         + (f"persistence true\npersistence_location {work}/\nautosave_interval 1\n"

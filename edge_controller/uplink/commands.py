@@ -65,7 +65,7 @@ class Rejection:
     detail: str
 
 
-def _ts(s: str) -> float:
+def parse_ts(s: str) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
@@ -89,8 +89,8 @@ def parse(payload: bytes, now: float) -> Envelope | Rejection:
         where = ".".join(str(p) for p in first["loc"]) or "(envelope)"
         return Rejection(cid, "schema", f"{where}: {first['msg']}")
     try:
-        expires = _ts(env.expires_at) if env.expires_at else None
-        _ts(env.issued_at)
+        expires = parse_ts(env.expires_at) if env.expires_at else None
+        parse_ts(env.issued_at)
     except ValueError as e:
         return Rejection(cid, "schema", f"bad timestamp: {e}")
     if expires is not None and now > expires:

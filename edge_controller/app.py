@@ -23,6 +23,7 @@ from edge_controller.config import Config, config_version
 from edge_controller.crossing.service import CrossingService
 from edge_controller.link.client import LinkClient
 from edge_controller.link.session import LinkEvent
+from edge_controller.peripherals import PeripheralHub
 from edge_controller.pole_state import PoleState
 from edge_controller.supervisor import Supervisor, TaskSpec
 from edge_controller.uplink import commands, trust
@@ -111,6 +112,12 @@ class Controller:
                 on_frame=self.crossing.submit if self.crossing is not None else None)
             cam = self.camera
             specs.append(TaskSpec("camera", cam.run, "on_failure", probe=lambda: cam.healthy))
+        self.peripherals: PeripheralHub | None = None
+        if any(d.enabled for d in cfg.peripherals.devices):
+            self.peripherals = PeripheralHub(cfg.peripherals, self._publish_periph,
+                                             self.uplink.event)
+            ph = self.peripherals
+            specs.append(TaskSpec("peripherals", ph.run, "always", probe=lambda: ph.healthy))
         self.supervisor = Supervisor(
             specs,
             restart_min_s=cfg.supervisor.restart_min_s,
@@ -156,6 +163,10 @@ class Controller:
         else:
             self.signal_rejected += 1
             log.warning("signal feed: ignored %r (want red or green)", text[:40])
+
+    def _publish_periph(self, device_id: str, payload: dict[str, Any], retain: bool) -> None:
+        self.uplink.publish(Record(self.topics.periph_status(device_id),
+                                   self.uplink.stamp(payload), retain=retain))
 
     async def _amp(self, on: bool) -> bool:
         out = await self.link.command("amp_enable", (1 if on else 0,))
@@ -273,6 +284,12 @@ class Controller:
             out = await self.link.command("lamp_set", (body.level, body.fade_ms))
             self._link_result(cmd.id, out.ok, out.reason,
                               f"lamp to {body.level} % over {body.fade_ms} ms")
+        elif isinstance(body, commands.ScreenText):
+            if self.peripherals is None:
+                self._result(cmd.id, "rejected", "unsupported", "no LED screen configured")
+            else:
+                o = await self.peripherals.show_text(body.device_id, body.text, body.seconds)
+                self._result(cmd.id, o.status, o.reason, o.detail)
         elif isinstance(body, commands.Reboot):
             if body.target == "controller":
                 self._result(cmd.id, "ok", "done", "controller restarting")

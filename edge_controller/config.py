@@ -32,6 +32,7 @@ from edge_controller.crossing.config import (
     ZoneConfig,
 )
 from edge_controller.detect.config import DetectorConfig
+from edge_controller.peripherals.config import PeripheralsConfig
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -300,6 +301,11 @@ class Config(_Section):
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Audio warnings.")
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Person detector on the camera frames."
+    )
+    peripherals: PeripheralsConfig = Field(
+        default_factory=PeripheralsConfig,
+        description="EV charging piles and LED screens relayed upstream "
+        "([[peripherals.devices]], docs/peripherals.md).",
     )
 
     @model_validator(mode="after")

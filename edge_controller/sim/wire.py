@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import termios
 import threading
@@ -62,6 +63,9 @@ class PtyWire:
         self.ctl_to_fw = 0
         self.dropped = 0  # bytes lost while the cable was cut
         self.injected = 0
+        self.damaged = 0  # bytes flipped, lost or duplicated by faults()
+        self._faults: tuple[float, float, float] | None = None
+        self._rng = random.Random(0)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._thread = threading.Thread(target=self._relay, name="pty-wire", daemon=True)
@@ -91,6 +95,34 @@ class PtyWire:
                 for buf in self._pend.values():
                     self.dropped += len(buf)
                     buf.clear()
+
+    def faults(self, flip: float = 0.0, drop: float = 0.0, dup: float = 0.0,
+               seed: int = 0) -> None:
+        """A noisy cable: per byte, flip one bit with probability `flip` or lose it with
+        probability `drop`; per read chunk, deliver it twice with probability `dup`.
+        All zero switches the noise off."""
+        with self._lock:
+            self._faults = (flip, drop, dup) if (flip or drop or dup) else None
+            self._rng = random.Random(seed)
+
+    def _damage(self, data: bytes) -> bytes:
+        assert self._faults is not None
+        flip, drop, dup = self._faults
+        rng = self._rng
+        out = bytearray()
+        for b in data:
+            r = rng.random()
+            if r < drop:
+                self.damaged += 1
+                continue
+            if r < drop + flip:
+                b ^= 1 << rng.randrange(8)
+                self.damaged += 1
+            out.append(b)
+        if dup and rng.random() < dup:
+            out.extend(bytes(out))
+            self.damaged += len(data)
+        return bytes(out)
 
     @property
     def is_cut(self) -> bool:
@@ -147,6 +179,8 @@ class PtyWire:
                     if self._cut:
                         self.dropped += len(data)
                     else:
+                        if self._faults is not None:
+                            data = self._damage(data)
                         self._pend[other[m]].extend(data)
                         if m == self._fw_m:
                             self.fw_to_ctl += len(data)

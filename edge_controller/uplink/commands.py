@@ -39,7 +39,14 @@ class Ping(_Strict):
     type: Literal["ping"]
 
 
-Body = Annotated[LampSet | Reboot | Ping, Field(discriminator="type")]
+class ScreenText(_Strict):
+    type: Literal["screen.text"]
+    device_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")] | None = None
+    text: Annotated[str, Field(min_length=1, max_length=512)]
+    seconds: Annotated[float, Field(gt=0, le=86400)]
+
+
+Body = Annotated[LampSet | Reboot | Ping | ScreenText, Field(discriminator="type")]
 
 
 class Envelope(_Strict):

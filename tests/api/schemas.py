@@ -44,7 +44,7 @@ API_DIR = Path(__file__).resolve().parents[2] / "docs" / "api"
 SCHEMA_DIR = API_DIR / "schemas"
 SCHEMA_ID_BASE = "https://smartpole.example/schemas/v1/"
 
-SCHEMA_NAMES = ("state", "birth", "telemetry", "event", "command", "result")
+SCHEMA_NAMES = ("state", "birth", "telemetry", "event", "command", "result", "periph_status")
 
 # Topic below smartpole/v1/<pole_id>/ -> schema name.
 TOPIC_SCHEMAS = {
@@ -56,6 +56,7 @@ TOPIC_SCHEMAS = {
     "cmd/result": "result",
 }
 
+_PERIPH_RE = re.compile(r"periph/[a-z0-9][a-z0-9_-]{0,31}/status")
 _TOPIC_RE = re.compile(r"smartpole/v1/(?P<pole_id>[a-z0-9][a-z0-9-]{0,62})/(?P<rest>.+)")
 
 
@@ -116,6 +117,8 @@ def validate(name: str, obj: Any) -> None:
 def schema_for_topic(topic: str) -> tuple[str, str]:
     """(pole_id, schema name) for a v1 topic; KeyError for a topic without a schema."""
     m = _TOPIC_RE.fullmatch(topic)
+    if m is not None and _PERIPH_RE.fullmatch(m["rest"]):
+        return m["pole_id"], "periph_status"
     if m is None or m["rest"] not in TOPIC_SCHEMAS:
         raise KeyError(f"no v1 schema for topic {topic!r}")
     return m["pole_id"], TOPIC_SCHEMAS[m["rest"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import statistics
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from edge_controller.config import MqttConfig
 from edge_controller.uplink.mqtt import Record, Uplink, backoff_delays
+from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 
 
@@ -76,11 +78,15 @@ async def _ignore(_: bytes) -> None:
 
 def make_uplink(limit: int) -> Uplink:
     return Uplink(MqttConfig(), Topics("smartpole/v1", "pole-0042"), dict, _ignore,
-                  queue_limit=limit)
+                  RecordStore(":memory:", max_records=limit))
 
 
 def rec(i: int) -> Record:
     return Record("smartpole/v1/pole-0042/telemetry", {"i": i})
+
+
+def _queued(up: Uplink) -> list[dict[str, Any]]:
+    return [json.loads(r.payload) for r in up.store.peek(100)]
 
 
 def test_publish_queue_is_bounded_and_drops_the_oldest() -> None:
@@ -88,7 +94,8 @@ def test_publish_queue_is_bounded_and_drops_the_oldest() -> None:
     for i in range(5):
         up.publish(rec(i))
     assert up.dropped == 2
-    assert [r.payload["i"] for r in up._queue] == [2, 3, 4]
+    assert [r["i"] for r in _queued(up)] == [2, 3, 4]
+    assert [r["seq"] for r in _queued(up)] == [3, 4, 5]  # numbering is never reused
 
 
 def test_publish_below_the_bound_drops_nothing() -> None:
@@ -96,14 +103,14 @@ def test_publish_below_the_bound_drops_nothing() -> None:
     for i in range(3):
         up.publish(rec(i))
     assert up.dropped == 0
-    assert [r.payload["i"] for r in up._queue] == [0, 1, 2]
+    assert [r["i"] for r in _queued(up)] == [0, 1, 2]
 
 
 def test_event_is_stamped_and_goes_through_the_same_queue() -> None:
     up = make_uplink(10)
     up.event("door_opened", {})
-    (r,) = up._queue
-    p: dict[str, Any] = r.payload
-    assert r.topic == "smartpole/v1/pole-0042/events" and r.qos == 1 and not r.retain
+    (r,) = up.store.peek(10)
+    p: dict[str, Any] = json.loads(r.payload)
+    assert r.topic == "smartpole/v1/pole-0042/events" and r.qos == 1
     assert p["v"] == 1 and p["pole_id"] == "pole-0042" and p["event"] == "door_opened"
     assert p["detail"] == {} and p["ts"].endswith("Z")

@@ -175,5 +175,19 @@ def sim(
     raise typer.Exit(code)
 
 
+def _register_installer_commands() -> None:
+    # Each module imports its heavy dependencies only when its command runs.
+    from polectl import calibrate, commission, flash, fleet, provision
+
+    app.command("flash")(flash.flash_command)
+    app.command("provision")(provision.provision_command)
+    app.command("commission")(commission.commission_command)
+    app.command("calibrate")(calibrate.calibrate_command)
+    app.command("fleet-sim")(fleet.fleet_sim_command)
+    app.command("ingest")(fleet.ingest_command)
+
+
+_register_installer_commands()
+
 if __name__ == "__main__":
     app()

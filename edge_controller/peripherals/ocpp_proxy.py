@@ -1,0 +1,490 @@
+"""Charging pile over OCPP 1.6J: the pole is a local proxy between charger and central system.
+
+    charger --ws--> pole (this adapter) --ws--> upstream central system (optional)
+
+The charger connects to the pole's WebSocket server (`ws://pole:port/<cp id>`,
+subprotocol `ocpp1.6`). With `upstream_url` set, the pole opens a connection to
+`<upstream_url>/<cp id>` during the charger's handshake (forwarding its
+Authorization header; a charger whose upstream cannot be reached is refused
+with HTTP 502 and retries as chargers do) and then forwards every frame both
+ways unchanged, in order, observing each. Without an upstream the pole answers
+the core profile itself (BootNotification, Heartbeat, StatusNotification,
+MeterValues, Authorize, StartTransaction, StopTransaction) with the `ocpp`
+package's ChargePoint.
+
+`OcppObserver` (sans-I/O) reads the traffic: it validates each message against
+the OCPP 1.6 JSON schemas, rejects (with a logged reason) what is not valid,
+and keeps the connector state, error code, meter values and transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from edge_controller.clock import utc_iso
+from edge_controller.peripherals.base import Adapter, Sink
+from edge_controller.peripherals.config import CONNECTOR_STATES, DeviceConfig, OcppSettings
+from edge_controller.peripherals.ocpp_compat import (
+    OCPP_VERSION,
+    SUBPROTOCOL,
+    ChargePoint,
+    MessageType,
+    OCPPError,
+    call_result,
+    get_validator,
+    on,
+    unpack,
+)
+from edge_controller.peripherals.status import ChargerStatus
+
+log = logging.getLogger(__name__)
+
+Sender = Literal["cp", "cs"]  # charge point (the charger) or central system
+_UNITS = {"Wh": 1.0, "kWh": 1000.0, "W": 1.0, "kW": 1000.0, "V": 1.0, "A": 1.0}
+_MEASURANDS = {
+    "Energy.Active.Import.Register": "meter_total_wh",
+    "Power.Active.Import": "power_w",
+    "Voltage": "voltage_v",
+    "Current.Import": "current_a",
+}
+
+
+@dataclass
+class Observed:
+    """What one message did: its action, whether the status changed, why it was rejected."""
+
+    action: str | None = None
+    changed: bool = False
+    rejected: str | None = None
+
+
+@dataclass
+class OcppObserver:
+    """The charger's state as seen in its OCPP 1.6J traffic (sans-I/O)."""
+
+    connector_id: int = 1
+    pending: dict[str, tuple[Sender, str, dict[str, Any]]] = field(default_factory=dict)
+    connector_state: str | None = None
+    charger_state: str | None = None  # connector 0: the charge point as a whole
+    error_code: str | None = None
+    charger_error: str | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    power_w: float | None = None
+    meter_total_wh: float | None = None
+    meter_start_wh: float | None = None
+    session_energy_wh: float | None = None
+    transaction_id: int | None = None
+    boot_status: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    messages: int = 0
+    rejected: int = 0
+
+    def status(self) -> ChargerStatus | None:
+        state = self.connector_state
+        error = self.error_code
+        if self.charger_state in ("Faulted", "Unavailable"):
+            state, error = self.charger_state, self.charger_error or error
+        if state is None:
+            return None
+        return ChargerStatus(
+            connector_state=state,  # type: ignore[arg-type]  # checked on the way in
+            error_code=error, voltage_v=self.voltage_v, current_a=self.current_a,
+            power_w=self.power_w, session_energy_wh=self.session_energy_wh,
+            meter_total_wh=self.meter_total_wh, transaction_id=self.transaction_id)
+
+    def feed(self, sender: Sender, raw: str | bytes) -> Observed:
+        """Observe one frame; never raises."""
+        self.messages += 1
+        try:
+            return self._feed(sender, raw)
+        except _Reject as e:
+            self.rejected += 1
+            return Observed(e.action, False, str(e))
+
+    def _feed(self, sender: Sender, raw: str | bytes) -> Observed:
+        if isinstance(raw, bytes):
+            raise _Reject(None, "binary frame (OCPP-J uses text frames)")
+        try:
+            msg = unpack(raw)
+        except OCPPError as e:
+            raise _Reject(None, f"{type(e).__name__}: {e.details.get('cause', e)}") from None
+        except Exception as e:  # unpack trusts the shape of what json.loads returned
+            raise _Reject(None, f"not an OCPP message: {type(e).__name__}: {e}") from None
+        if not isinstance(getattr(msg, "unique_id", None), str):
+            raise _Reject(None, "unique id is not a string")
+        if msg.message_type_id == MessageType.Call:
+            action = msg.action
+            if not isinstance(action, str) or not isinstance(msg.payload, dict):
+                raise _Reject(None, "CALL without an action name and a payload object")
+            # Pending before validation: the CALLERROR that answers a bad CALL matches it.
+            self.pending[msg.unique_id] = (sender, action, msg.payload)
+            if len(self.pending) > 256:  # answers that never came: forget the oldest
+                self.pending.pop(next(iter(self.pending)))
+            self._validate(MessageType.Call, action, msg.payload)
+            if sender == "cp":
+                return Observed(action, self._on_call(action, msg.payload))
+            return Observed(action)
+        req = self.pending.pop(msg.unique_id, None)
+        if req is None:
+            raise _Reject(None, f"answer to unknown unique id {msg.unique_id!r}")
+        req_sender, action, req_payload = req
+        if req_sender == sender:
+            raise _Reject(action, "answer sent by the side that made the request")
+        if msg.message_type_id == MessageType.CallError:
+            log.info("ocpp: %s answered %s with CALLERROR %s %s", sender, action,
+                     getattr(msg, "error_code", "?"), getattr(msg, "error_description", ""))
+            return Observed(action)
+        if not isinstance(msg.payload, dict):
+            raise _Reject(action, "CALLRESULT payload is not an object")
+        self._validate(MessageType.CallResult, action, msg.payload)
+        if req_sender == "cp":
+            return Observed(action, self._on_result(action, req_payload, msg.payload))
+        return Observed(action)
+
+    @staticmethod
+    def _validate(mtype: int, action: str, payload: dict[str, Any]) -> None:
+        try:
+            validator = get_validator(mtype, action, OCPP_VERSION)
+        except (OSError, ValueError, OCPPError):
+            raise _Reject(action, f"unknown OCPP 1.6 action {action!r}") from None
+        err = next(iter(validator.iter_errors(payload)), None)
+        if err is not None:
+            where = "/".join(str(p) for p in getattr(err, "absolute_path", [])) or "payload"
+            raise _Reject(action, f"{action} {where}: {getattr(err, 'message', err)}")
+
+    # ---- the core profile, charger -> central system ------------------------------
+
+    def _on_call(self, action: str, p: dict[str, Any]) -> bool:
+        before = self.status()
+        if action == "BootNotification":
+            self.vendor, self.model = p.get("chargePointVendor"), p.get("chargePointModel")
+        elif action == "StatusNotification":
+            cid, state = p["connectorId"], p["status"]
+            if state not in CONNECTOR_STATES:  # the schema says so too
+                raise _Reject(action, f"unknown status {state!r}")
+            code = p.get("vendorErrorCode") or p["errorCode"]
+            err = None if p["errorCode"] == "NoError" else str(code)
+            if cid == self.connector_id:
+                self.connector_state, self.error_code = state, err
+            elif cid == 0:
+                self.charger_state, self.charger_error = state, err
+        elif action == "MeterValues" and p["connectorId"] == self.connector_id:
+            self._meter(p["meterValue"])
+        elif action == "StartTransaction" and p["connectorId"] == self.connector_id:
+            self.meter_start_wh = float(p["meterStart"])
+            self.meter_total_wh = float(p["meterStart"])
+            self.session_energy_wh = 0.0
+        elif action == "StopTransaction" and (
+                self.transaction_id is None or p["transactionId"] == self.transaction_id):
+            stop = float(p["meterStop"])
+            self.meter_total_wh = stop
+            if self.meter_start_wh is not None:
+                self.session_energy_wh = max(0.0, stop - self.meter_start_wh)
+            self.transaction_id = None
+            self.power_w = 0.0 if self.power_w is not None else None
+            self.current_a = 0.0 if self.current_a is not None else None
+        return self.status() != before
+
+    def _on_result(self, action: str, req: dict[str, Any], res: dict[str, Any]) -> bool:
+        before = self.status()
+        if action == "BootNotification":
+            self.boot_status = res.get("status")
+        elif (action == "StartTransaction" and req.get("connectorId") == self.connector_id
+              and res.get("idTagInfo", {}).get("status") == "Accepted"):
+            self.transaction_id = int(res["transactionId"])
+        return self.status() != before
+
+    def _meter(self, meter_values: list[dict[str, Any]]) -> None:
+        got: dict[str, list[tuple[str | None, float]]] = {}
+        for mv in meter_values:
+            for sv in mv.get("sampledValue", []):
+                measurand = sv.get("measurand", "Energy.Active.Import.Register")
+                key = _MEASURANDS.get(measurand)
+                if key is None or sv.get("context") == "Transaction.Begin":
+                    continue
+                unit = sv.get("unit", "Wh" if key == "meter_total_wh" else
+                              "W" if key == "power_w" else "V" if key == "voltage_v" else "A")
+                if sv.get("format") == "SignedData":
+                    continue
+                try:
+                    value = float(sv["value"]) * _UNITS[unit]
+                except (ValueError, KeyError):
+                    raise _Reject("MeterValues", f"{measurand}: value {sv.get('value')!r} in "
+                                  f"unit {unit!r} is not a number in a known unit") from None
+                got.setdefault(key, []).append((sv.get("phase"), value))
+        for key, vals in got.items():
+            plain = [v for ph, v in vals if ph is None]
+            phases = [v for ph, v in vals if ph is not None and ph != "N"]
+            if plain:
+                value = plain[-1]
+            elif key == "voltage_v":
+                value = sum(phases) / len(phases)
+            else:
+                value = sum(phases)  # per-phase power or current: the total
+            setattr(self, key, round(value, 6))
+        if (self.meter_total_wh is not None and self.meter_start_wh is not None
+                and self.transaction_id is not None):
+            self.session_energy_wh = round(max(0.0, self.meter_total_wh - self.meter_start_wh), 6)
+
+
+class _Reject(Exception):
+    def __init__(self, action: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.action = action
+
+
+class _QuietOcppLog:
+    """The logger handed to the ocpp package: its per-message INFO lines and the tracebacks
+    it logs for invalid CALLs go to DEBUG (the observer has logged the reason already)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+
+    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.debug(msg, *args)
+
+    info = debug
+    exception = debug
+
+    def warning(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.warning(msg, *args)
+
+    error = warning
+
+
+class LocalCentralSystem(ChargePoint):
+    """Answers the core profile when there is no upstream central system."""
+
+    def __init__(self, cp_id: str, connection: Any, settings: OcppSettings,
+                 next_tx: itertools.count[int]) -> None:
+        super().__init__(cp_id, connection, logger=_QuietOcppLog(log))
+        self._settings = settings
+        self._next_tx = next_tx
+
+    def _tag(self, id_tag: str) -> dict[str, str]:
+        ok = not self._settings.accept_id_tags or id_tag in self._settings.accept_id_tags
+        return {"status": "Accepted" if ok else "Invalid"}
+
+    @on("BootNotification")
+    def on_boot(self, **_: Any) -> Any:
+        return call_result.BootNotification(current_time=utc_iso(),
+                                            interval=self._settings.heartbeat_s,
+                                            status="Accepted")
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **_: Any) -> Any:
+        return call_result.Heartbeat(current_time=utc_iso())
+
+    @on("StatusNotification")
+    def on_status(self, **_: Any) -> Any:
+        return call_result.StatusNotification()
+
+    @on("MeterValues")
+    def on_meter_values(self, **_: Any) -> Any:
+        return call_result.MeterValues()
+
+    @on("Authorize")
+    def on_authorize(self, id_tag: str, **_: Any) -> Any:
+        return call_result.Authorize(id_tag_info=self._tag(id_tag))
+
+    @on("StartTransaction")
+    def on_start(self, id_tag: str, **_: Any) -> Any:
+        return call_result.StartTransaction(transaction_id=next(self._next_tx),
+                                            id_tag_info=self._tag(id_tag))
+
+    @on("StopTransaction")
+    def on_stop(self, **_: Any) -> Any:
+        return call_result.StopTransaction()
+
+
+class _Tap:
+    """The connection the ocpp ChargePoint reads and writes, observed on the way."""
+
+    def __init__(self, ws: ServerConnection, observe: Any) -> None:
+        self._ws = ws
+        self._observe = observe
+
+    async def recv(self) -> str | bytes:
+        while True:
+            msg = await self._ws.recv()
+            if self._observe("cp", msg):
+                return msg
+            # Not valid OCPP: observed and logged; ocpp would only log a traceback.
+            with contextlib.suppress(Exception):
+                parsed = json.loads(msg)
+                if isinstance(parsed, list) and len(parsed) >= 3 and parsed[0] == 2:
+                    return msg  # a CALL with a bad payload: let ocpp answer CALLERROR
+
+    async def send(self, msg: str) -> None:
+        self._observe("cs", msg)
+        await self._ws.send(msg)
+
+
+class OcppProxyAdapter(Adapter):
+    kind = "ocpp_charger"
+
+    def __init__(self, device: DeviceConfig, sink: Sink) -> None:
+        super().__init__(device, sink)
+        assert device.ocpp is not None
+        self.settings = device.ocpp
+        self.observer = OcppObserver(self.settings.connector_id)
+        self.listening = asyncio.Event()
+        self.port: int | None = None
+        self._server: Server | None = None
+        self._active: ServerConnection | None = None
+        self._upstreams: dict[int, ClientConnection] = {}
+        self._next_tx = itertools.count(1)
+        self.forwarded = {"cp": 0, "cs": 0}
+
+    @property
+    def url(self) -> str:
+        host = self.settings.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"ws://{host}:{self.port}"
+
+    async def run(self) -> None:
+        s = self.settings
+        async with serve(self._handle, s.listen_host, s.listen_port,
+                         subprotocols=[Subprotocol(SUBPROTOCOL)],
+                         process_request=self._process_request,
+                         ping_interval=s.ping_s, ping_timeout=s.ping_s,
+                         compression=None) as server:
+            self._server = server
+            sock = next(iter(server.sockets))
+            self.port = int(sock.getsockname()[1])
+            self.listening.set()
+            log.info("ocpp %s: listening on %s (%s)", self.device.id, self.url,
+                     f"proxy to {s.upstream_url}" if s.upstream_url else "answering locally")
+            await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.listening.clear()
+        for up in list(self._upstreams.values()):
+            with contextlib.suppress(Exception):
+                await up.close()
+        self._upstreams.clear()
+
+    # ---- observation --------------------------------------------------------------
+
+    def _observe(self, sender: Sender, raw: str | bytes) -> bool:
+        seen = self.observer.feed(sender, raw)
+        if seen.rejected is not None:
+            who = "charger" if sender == "cp" else "central system"
+            self.sink.error("malformed_message", f"from the {who}: {seen.rejected}; "
+                            f"frame {str(raw)[:120]!r}")
+            return False
+        if seen.action == "BootNotification" and sender == "cs":
+            self.sink.condition("boot_rejected", self.observer.boot_status == "Rejected")
+        status = self.observer.status()
+        if status is not None and (sender == "cp" or seen.changed):
+            self.sink.reading(status)
+        elif sender == "cp":
+            self.sink.contact()
+        return True
+
+    # ---- connections --------------------------------------------------------------
+
+    def _cp_id(self, path: str) -> str:
+        return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+    async def _process_request(self, conn: ServerConnection, req: Request) -> Response | None:
+        cp_id = self._cp_id(req.path)
+        want = self.settings.charge_point_id
+        if not cp_id or (want and cp_id != want):
+            log.warning("ocpp %s: refused charge point %r (expecting %r)", self.device.id,
+                        cp_id, want or "any")
+            return conn.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
+        up_url = self.settings.upstream_url
+        if up_url is None:
+            return None
+        headers = Headers()
+        if "Authorization" in req.headers:
+            headers["Authorization"] = req.headers["Authorization"]
+        try:
+            up = await connect(f"{up_url}/{cp_id}", subprotocols=[Subprotocol(SUBPROTOCOL)],
+                               additional_headers=headers,
+                               open_timeout=self.settings.upstream_timeout_s,
+                               ping_interval=self.settings.ping_s,
+                               ping_timeout=self.settings.ping_s, compression=None)
+        except Exception as e:  # refused, timed out, bad handshake, DNS, TLS
+            self.sink.condition("upstream_unreachable", True)
+            self.sink.error("upstream_unreachable", f"{up_url}: {type(e).__name__}: {e}")
+            return conn.respond(HTTPStatus.BAD_GATEWAY, "central system unreachable\n")
+        self.sink.condition("upstream_unreachable", False)
+        self._upstreams[id(conn)] = up
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        cp_id = self._cp_id(ws.request.path if ws.request else "")
+        up = self._upstreams.pop(id(ws), None)
+        old, self._active = self._active, ws
+        if old is not None:
+            log.info("ocpp %s: a new connection from %s replaces the old one",
+                     self.device.id, cp_id)
+            with contextlib.suppress(Exception):
+                await old.close(1000, "superseded by a new connection")
+        self.sink.connection(True)
+        try:
+            if up is not None:
+                await self._relay(ws, up)
+            else:
+                cs = LocalCentralSystem(cp_id, _Tap(ws, self._observe), self.settings,
+                                        self._next_tx)
+                with contextlib.suppress(ConnectionClosed):
+                    await cs.start()
+        finally:
+            if up is not None:
+                with contextlib.suppress(Exception):
+                    await up.close()
+            if self._active is ws:
+                self._active = None
+                code = ws.close_code
+                self.sink.connection(False, "disconnected")
+                log.info("ocpp %s: charger %s disconnected (code %s)", self.device.id,
+                         cp_id, code)
+
+    async def _relay(self, cp: ServerConnection, up: ClientConnection) -> None:
+        async def pump(src: ServerConnection | ClientConnection,
+                       dst: ServerConnection | ClientConnection, sender: Sender) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for msg in src:
+                    self._observe(sender, msg)
+                    await dst.send(msg)  # unchanged, whatever the observer thought of it
+                    self.forwarded[sender] += 1
+
+        a = asyncio.create_task(pump(cp, up, "cp"))
+        b = asyncio.create_task(pump(up, cp, "cs"))
+        try:
+            done, _ = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (a, b):
+                t.cancel()
+            for t in (a, b):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        if b in done:  # the central system went away: so does the charger
+            log.info("ocpp %s: upstream closed (code %s); closing the charger's connection",
+                     self.device.id, up.close_code)
+            with contextlib.suppress(Exception):
+                await cp.close(1001 if up.close_code in (1000, 1001) else 1011,
+                               "central system went away")
+        else:
+            with contextlib.suppress(Exception):
+                await up.close(1000 if cp.close_code in (1000, 1001, None) else 1001)

@@ -3,13 +3,14 @@
 #   make test   lint, types, firmware build, unit + HIL tests (CI runs this)
 #   make bench  benchmarks that print figures
 #   make soak   long firmware heap soak (100,000 frames)
+#   make fuzz   long fuzzing run (200,000 examples per entry point)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv firmware test lint typecheck-firmware run bench soak clean
+.PHONY: venv firmware test lint typecheck-firmware run bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ bench: venv firmware
 
 soak: venv firmware
 	SOAK_FRAMES=100000 $(PY) -m pytest -q -s tests/firmware/test_soak.py
+
+fuzz: venv
+	FUZZ_EXAMPLES=200000 $(PY) -m pytest -q tests/fuzz
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from edge_controller.camera.task import CameraTask
 from edge_controller.clock import clock_status, utc_iso
 from edge_controller.config import Config, config_version
 from edge_controller.crossing.service import CrossingService
+from edge_controller.health import Health
 from edge_controller.link.client import LinkClient
 from edge_controller.link.session import LinkEvent
 from edge_controller.peripherals import PeripheralHub
@@ -118,6 +119,8 @@ class Controller:
                                              self.uplink.event)
             ph = self.peripherals
             specs.append(TaskSpec("peripherals", ph.run, "always", probe=lambda: ph.healthy))
+        self.health = Health(lambda: self.supervisor.report())
+        specs.append(TaskSpec("health", self.health.run, "always"))
         self.supervisor = Supervisor(
             specs,
             restart_min_s=cfg.supervisor.restart_min_s,

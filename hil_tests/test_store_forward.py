@@ -130,7 +130,7 @@ def test_broker_outages_lose_nothing(persistent_broker: Any, firmware_build: Pat
     r = _check(rec, db)
     print(f"broker outages: backlog at each outage {backlog}; {r}")
     assert all(n > 0 for n in backlog), backlog
-    assert r["sent"] > 40 and r["dropped"] == 0 and r["left"] == 0
+    assert r["sent"] >= 20 and r["dropped"] == 0 and r["left"] == 0
     assert r["missing"] == [], r
 
 
@@ -163,5 +163,5 @@ def test_controller_kills_lose_nothing(broker: Any, firmware_build: Path,
         recorder.wait(5)
     r = _check(rec, db)
     print(f"controller kills: {r}")
-    assert r["sent"] > 50 and r["left"] == 0
+    assert r["sent"] >= 10 and r["left"] == 0
     assert r["missing"] == [], r

@@ -1,6 +1,7 @@
 """Build the pole I/O board firmware: MicroPython sources to .mpy files.
 
     python firmware/build.py [--out build/firmware]     build
+    python firmware/build.py --version 0.2.0             build, reporting that version
     python firmware/build.py --typecheck                 mypy against the ESP32 stubs
 
 The link codec is shared with the edge controller: it is copied from
@@ -16,6 +17,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +50,23 @@ def sources() -> list[tuple[str, Path]]:
     return mods
 
 
-def build(out: Path, opt: int = 0) -> list[dict[str, object]]:
+_FW_VERSION = re.compile(r'^FW_VERSION = "([^"]*)"$', re.M)
+
+
+def source_version() -> str:
+    """FW_VERSION as written in firmware/src/app.py."""
+    m = _FW_VERSION.search((SRC / "app.py").read_text())
+    if m is None:
+        raise SystemExit("firmware/src/app.py has no FW_VERSION line")
+    return m.group(1)
+
+
+def build(out: Path, opt: int = 0, version: str | None = None) -> list[dict[str, object]]:
+    """Compile every module into `out`. `version` replaces FW_VERSION in the
+    staged app.py (what `hello` reports), so a release or a test image can
+    carry its own version without editing the source."""
+    if version is not None and not re.fullmatch(r"[0-9A-Za-z._+-]{1,32}", version):
+        raise SystemExit(f"bad firmware version {version!r}: use 1-32 of 0-9 A-Z a-z . _ + -")
     mpy_cross = find_mpy_cross()
     stage = out / "src"
     out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +80,11 @@ def build(out: Path, opt: int = 0) -> list[dict[str, object]]:
     for name, path in sources():
         staged = stage / (name + ".py")
         shutil.copyfile(path, staged)
+        if name == "app" and version is not None:
+            text, n = _FW_VERSION.subn(f'FW_VERSION = "{version}"', staged.read_text())
+            if n != 1:
+                raise SystemExit("firmware/src/app.py has no FW_VERSION line")
+            staged.write_text(text)
         target = out / (name + ".mpy")
         cmd = [*mpy_cross, f"-O{opt}", "-s", name + ".py", "-o", str(target), str(staged)]
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -79,6 +102,7 @@ def build(out: Path, opt: int = 0) -> list[dict[str, object]]:
     (out / "manifest.json").write_text(json.dumps({
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "mpy_cross": " ".join(mpy_cross),
+        "fw_version": version if version is not None else source_version(),
         "modules": rows,
     }, indent=1) + "\n")
     return rows
@@ -144,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("-O", "--opt", type=int, default=0, help="mpy-cross optimisation level")
+    ap.add_argument("--version", help="firmware version to build in (default: app.py's)")
     ap.add_argument("--typecheck", action="store_true",
                     help="type-check firmware/src against micropython-esp32-stubs, no build")
     args = ap.parse_args(argv)
     if args.typecheck:
         return typecheck()
     out = args.out.resolve()
-    rows = build(out, args.opt)
+    rows = build(out, args.opt, args.version)
     print(summary(out, rows))
     return 0
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +26,9 @@ from edge_controller.sim.wire import SimPanelPty
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUILD = ROOT / "build" / "firmware"
+# With slots, the firmware's reset ends the process with this status and
+# SimFirmware starts it again: a fresh interpreter, as a board reset gives.
+REBOOT_EXIT = 75
 
 
 class PanelError(RuntimeError):
@@ -109,8 +113,13 @@ class SimFirmware:
         board: str = "sim-00000001",
         log_path: Path | str | None = None,
         micropython: str | None = None,
+        slots_dir: Path | str | None = None,
     ) -> None:
         self.link_path = link_path
+        # A/B slot storage (docs/firmware.md, "Slots"): with it the board
+        # boots the selected slot and accepts updates; the build is the
+        # factory image.
+        self.slots_dir = None if slots_dir is None else str(Path(slots_dir).resolve())
         self.build_dir = Path(build_dir).resolve()
         self.heap = heap
         self.settings_path = None if settings_path is None else str(settings_path)
@@ -122,6 +131,9 @@ class SimFirmware:
             log_path = name
         self.log_path = Path(log_path)
         self._proc: subprocess.Popen[bytes] | None = None
+        self.reboots = 0  # resets the firmware asked for (slots only)
+        self._lock = threading.Lock()
+        self._halt = False
         self._log: IO[bytes] | None = None
         self._panel_pty: SimPanelPty | None = None
         self._panel: PanelClient | None = None
@@ -130,10 +142,11 @@ class SimFirmware:
         if not (self.build_dir / "main.mpy").exists():
             raise FileNotFoundError(
                 f"no firmware build in {self.build_dir} (run firmware/build.py)")
+        slots = "" if self.slots_dir is None else f", {self.slots_dir!r}"
         code = (
             f"import sys; sys.path[:0] = [{str(self.build_dir)!r}]; import main; "
             f"main.run_sim({self.link_path!r}, {panel_path!r}, "
-            f"{self.settings_path!r}, {self.board!r})"
+            f"{self.settings_path!r}, {self.board!r}{slots})"
         )
         return [self.micropython, "-X", f"heapsize={self.heap}", "-c", code]
 
@@ -146,15 +159,35 @@ class SimFirmware:
         cmd = self.command(self._panel_pty.path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self._proc = subprocess.Popen(
+        self._halt = False
+        self._proc = self._spawn(cmd)
+        if self.slots_dir is not None:
+            threading.Thread(target=self._watch, args=(cmd,), daemon=True,
+                             name="simfw-reboot").start()
+        self.wait_ready(ready_timeout)
+        return self
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.build_dir,
         )
-        self.wait_ready(ready_timeout)
-        return self
+
+    def _watch(self, cmd: list[str]) -> None:
+        # Restart the process when the firmware resets itself (exit REBOOT_EXIT).
+        while True:
+            proc = self._proc
+            if proc is None:
+                return
+            rc = proc.wait()
+            with self._lock:
+                if self._halt or proc is not self._proc or rc != REBOOT_EXIT:
+                    return
+                self.reboots += 1
+                self._proc = self._spawn(cmd)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -188,6 +221,8 @@ class SimFirmware:
 
     def stop(self, timeout: float = 2.0) -> int | None:
         """SIGTERM, then SIGKILL if it does not go."""
+        with self._lock:
+            self._halt = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
             try:
@@ -199,6 +234,8 @@ class SimFirmware:
 
     def kill(self) -> int | None:
         """SIGKILL at once: a board losing power."""
+        with self._lock:
+            self._halt = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(2.0)

@@ -15,7 +15,7 @@ from time import ticks_add, ticks_diff, ticks_ms
 import linkcodec as lc
 import settings as st
 from failsafe import FailSafe
-from lamp import Lamp
+from lamp import Lamp, health
 from micropython import const
 
 TYPE_CHECKING = const(False)
@@ -40,6 +40,7 @@ _T_ACK = const(0x04)
 _T_NAK = const(0x05)
 _T_BOARD_ID = const(0x06)
 _T_LAMP_SET = const(0x10)
+_DUP_WINDOW_MS = const(3000)  # > the controller's retries x ack timeout
 _T_LAMP_STATE = const(0x11)
 _T_LAMP_GET = const(0x12)
 _T_SENSOR_REPORT = const(0x20)
@@ -51,9 +52,22 @@ _T_CONFIG_GET = const(0x30)
 _T_CONFIG_SET = const(0x31)
 _T_CONFIG_VALUE = const(0x32)
 _T_REBOOT = const(0x3F)
+_T_UPDATE_BEGIN = const(0x40)
+_T_UPDATE_COMMIT = const(0x42)
 _T_STATS = const(0x50)
 
 FAULT_LINK_LOST = const(7)
+# App entries of the `health` list (lamp.health uses 0..8).
+_H_CHECK = const(9)
+_H_LEVEL = const(10)
+_H_LEVEL_T = const(11)
+_H_FAILSAFE = const(12)
+_PERSIST_MS = const(5000)  # a lamp_set that held this long is stored (flash wear)
+# Settings indices of lamp_min, lamp_last, lamp_rated_w (settings.KEYS order; a
+# test checks them): private consts cost no heap, public names would.
+_S_LAMP_MIN = const(11)
+_S_LAMP_LAST = const(12)
+_S_LAMP_RATED_W = const(13)
 
 _TICK_MS = const(20)  # fade step and scheduler resolution
 _SENSE_MS = const(100)  # door/mains/tilt/din poll: "prompt" change reports
@@ -67,6 +81,10 @@ def _h(x: int) -> int:
 
 
 class App:
+    # update.Updater, set by the loader on a board with slot storage (it is
+    # imported at boot, on a clean heap); None: update_* get NAK unsupported.
+    upd: "Any" = None
+
     def __init__(self, hal: "Hal") -> None:
         self.hal = hal
         self.cfg = st.Settings()
@@ -83,11 +101,18 @@ class App:
             self.hal.log("settings: %d stored values ignored" % bad)
         self.dec = lc.Decoder()
         self.lamp = Lamp(now)
+        # Lamp health state (lamp.health), then the app's: last check, a lamp_set
+        # level waiting _PERSIST_MS to be stored (-1: none) and since when,
+        # fail-safe start.
+        self.health: "list[Any]" = [0, 0, now, now, now, now, 0, now, False, now, -1, now, now]
         self.fs = FailSafe(now)
         self.seq = 0
         self.tx = 0
         self.naks = 0
         self.dup_acks = 0
+        self.executed = 0  # commands run (a retried duplicate is not run again)
+        self._last_cmd_t = now  # no command yet: the window check needs a tick value
+        self.trace = False  # sim/test: log every command run (see hal_sim panel "trace")
         self.version_errors = 0
         self._last_cmd = -1  # (type << 8) | seq of the last executed command
         self._stats_at = 0
@@ -109,6 +134,9 @@ class App:
         self._duty_out = 0
         self.hal.lamp(0, 0)
         self.hal.amp(False)
+        if self.cfg.v[_S_LAMP_LAST] > 0:  # the last command survives a reset
+            self.lamp.set(self.cfg.v[_S_LAMP_LAST], self.cfg.v[st.FAILSAFE_FADE_MS], now,
+                          self.cfg.v[st.LAMP_MAX])
         self._hello(self._next_seq())
 
     # ---- transmit -------------------------------------------------------
@@ -122,8 +150,11 @@ class App:
         self.tx += 1
 
     def _hello(self, seq: int) -> None:
-        self._send(_T_HELLO, seq, (lc.PROTO_MINOR, FW_VERSION, CAPS))
+        self._send(_T_HELLO, seq, (lc.PROTO_MINOR, FW_VERSION,
+                                   CAPS | lc.CAP_UPDATE if self.upd else CAPS))
         self._send(_T_BOARD_ID, seq, (self.hal.board_id(),))
+        if self.upd:
+            self.upd.hello(self, seq)  # update_status: idle, receiving, pending, trial
 
     def _nak(self, mtype: int, seq: int, reason: int) -> None:
         self.naks += 1
@@ -183,7 +214,10 @@ class App:
         if self.fs.seen(now):
             self._failsafe_exit(now)
         key = (t << 8) | seq
-        if f.flags & lc.F_RETRY and key == self._last_cmd:
+        # A repeat of the last command within a few seconds is a duplicate: a retry whose
+        # first ack was lost, or a frame the line delivered twice (no RETRY flag then).
+        # The window keeps a wrapped sequence number from being taken for a repeat.
+        if key == self._last_cmd and ticks_diff(now, self._last_cmd_t) < _DUP_WINDOW_MS:
             # Our ack was lost: confirm again, do not run the command twice.
             self.dup_acks += 1
             self._send(_T_ACK, seq, (seq, t))
@@ -201,7 +235,11 @@ class App:
             if lvl > 100:
                 self._nak(t, seq, lc.NAK_BAD_VALUE)
                 return
-            self.lamp.set(lvl, v["fade_ms"], now, self.cfg.v[st.LAMP_MAX])
+            if 0 < lvl < self.cfg.v[_S_LAMP_MIN]:
+                lvl = self.cfg.v[_S_LAMP_MIN]  # lamp_max still wins
+            self.health[_H_LEVEL] = self.lamp.set(lvl, v["fade_ms"], now,
+                                                  self.cfg.v[st.LAMP_MAX])
+            self.health[_H_LEVEL_T] = now
             self._lamp_step(now)
         elif t == _T_AMP_ENABLE:
             on = v["on"]
@@ -222,11 +260,20 @@ class App:
         elif t == _T_REBOOT:
             self._reboot = True
             self._reboot_at = ticks_add(now, v["delay_ms"])
+        elif _T_UPDATE_BEGIN <= t <= _T_UPDATE_COMMIT:
+            r = self.upd.handle(self, t, seq, v) if self.upd else lc.NAK_UNSUPPORTED
+            if r:
+                self._nak(t, seq, r)
+                return
         else:
             self._request(t, seq, v)
             return
         # A command ran: remember it for retry detection and confirm it.
         self._last_cmd = key
+        self._last_cmd_t = now
+        self.executed += 1
+        if self.trace:
+            self.hal.log("ran %d seq %d" % (t, seq))
         if f.flags & lc.F_ACK_REQ:
             self._send(_T_ACK, seq, (seq, t))
 
@@ -247,8 +294,7 @@ class App:
         elif t == _T_HEARTBEAT or t == _T_ACK or t == _T_NAK:
             pass  # keep-alive / answers to nothing we asked: refreshing the timer was enough
         else:
-            # Known to the catalogue but board-to-controller only (or update,
-            # which this build does not implement).
+            # Known to the catalogue but board-to-controller only.
             self._nak(t, seq, lc.NAK_UNSUPPORTED)
 
     # ---- periodic -------------------------------------------------------
@@ -280,6 +326,23 @@ class App:
             self._t_sense = now
             self._sense(now)
         self._lamp_step(now)
+        h = self.health
+        if ticks_diff(now, h[_H_CHECK]) >= 1000:
+            # Once a second: store a lamp_set that held, check the lamp's health.
+            h[_H_CHECK] = now
+            if h[_H_LEVEL] >= 0 and ticks_diff(now, h[_H_LEVEL_T]) >= _PERSIST_MS:
+                if c[_S_LAMP_LAST] != h[_H_LEVEL]:
+                    c[_S_LAMP_LAST] = h[_H_LEVEL]
+                    self.hal.save_settings(self.cfg.dumps())
+                h[_H_LEVEL] = -1
+            w = self.hal.power_w()
+            m = self.lamp
+            d = health(h, now, m.duty, not m.fading, w, self.hal.lux(), self.hal.mains(),
+                       c[_S_LAMP_RATED_W], 10 * c[st.REPORT_INTERVAL_MS])
+            for i in range(4):
+                if d >> i & 1:
+                    self._send(_T_FAULT_REPORT, self._next_seq(), (
+                        8 + i, h[0] >> i & 1, "lamp %d %%, %d W" % (m.level, w)))
         if ticks_diff(now, self._t_hb) >= c[st.HEARTBEAT_MS]:
             self._t_hb = now
             self._send(_T_HEARTBEAT, self._next_seq(), (self.uptime_ms & 0xFFFFFFFF,))
@@ -335,6 +398,7 @@ class App:
             self.lamp.set(lvl, c[st.FAILSAFE_FADE_MS], now, c[st.LAMP_MAX])
 
     def _failsafe_enter(self, now: "_TicksMs") -> None:
+        self.health[_H_FAILSAFE] = now
         self._send(_T_FAULT_REPORT, self._next_seq(),
                    (FAULT_LINK_LOST, 1, "link silent %d ms" % self.fs.silent_ms(now)))
         self._failsafe_lamp(now)
@@ -343,7 +407,10 @@ class App:
     def _failsafe_exit(self, now: "_TicksMs") -> None:
         # Hold the present output; the controller decides what comes next.
         self.lamp.hold(now)
-        self._send(_T_FAULT_REPORT, self._next_seq(), (FAULT_LINK_LOST, 0, "link back"))
+        # Sent once the link is back (the "active" report went into the silence).
+        self._send(_T_FAULT_REPORT, self._next_seq(), (
+            FAULT_LINK_LOST, 0, "link back after %d ms in fail-safe, lamp %d %%" % (
+                ticks_diff(now, self.health[_H_FAILSAFE]), self.lamp.level)))
         self._lamp_step(now)
         self.hal.log("fail-safe: off")
 
@@ -385,4 +452,5 @@ class App:
                 "crc_errors": d.crc_errors, "framing_errors": d.framing_errors,
                 "oversize": d.oversize, "resyncs": d.resyncs, "naks_sent": self.naks,
                 "dup_acks": self.dup_acks, "version_errors": self.version_errors,
+                "executed": self.executed,
                 "errors": self.errors, "boots": self.boots}

@@ -27,7 +27,9 @@ _UART_RX = const(16)
 _BAUD = const(115200)
 
 _PIN_LAMP = const(25)  # LEDC PWM to the LED driver's dimming input
-_PWM_HZ = const(1000)  # within the 0.2-3 kHz that common LED drivers accept
+# 2 kHz: above the 1.25 kHz where IEEE 1789 sees low flicker risk even at full
+# modulation, and within the 0.2-3 kHz that common LED drivers accept.
+_PWM_HZ = const(2000)
 _PIN_AMP = const(26)  # audio amplifier enable, active high
 _PIN_SDA = const(21)
 _PIN_SCL = const(22)

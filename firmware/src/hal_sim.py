@@ -22,9 +22,26 @@ _VTIME = const(5)
 _RATED_W = 60.0  # a typical 60 W LED street luminaire
 _MAX_LINE = const(512)
 
-# Panel "set" keys: (name, attribute, max for ints or 0 for floats).
-_SET_KEYS = (("lux", "v_lux", 0), ("temp_c", "v_temp", 0), ("tilt_deg", "v_tilt", 0),
-             ("door", "v_door", 1), ("mains", "v_mains", 1), ("din", "v_din", 0xFFFF))
+# Panel "set" keys: (name, index into Hal.v, max for ints or 0 for floats).
+# One list of values rather than an attribute each: every attribute name is
+# a qstr, and past a threshold the qstr pool doubles on the 64K heap.
+_SET_KEYS = (("lux", 0, 0), ("temp_c", 1, 0), ("tilt_deg", 2, 0), ("door", 3, 1),
+             ("mains", 4, 1), ("din", 5, 0xFFFF), ("power_scale", 6, 0))
+_LUX = const(0)
+_TEMP = const(1)
+_TILT = const(2)
+_DOOR = const(3)
+_MAINS = const(4)
+_DIN = const(5)
+_PSCALE = const(6)  # lamp faults: 0 = a dead lamp, 2 = drawing double
+# Internal state in the same list (same reason): lamp power, energy, when the
+# energy was last integrated, watchdog timeout and last feed, board id.
+_P = const(7)
+_WH = const(8)
+_T_E = const(9)
+_WDT_MS = const(10)
+_T_WDT = const(11)
+_BOARD = const(12)
 
 
 def _open_raw(path: str) -> "Any":
@@ -44,32 +61,23 @@ class Hal:
                  board: str = "sim-00000001") -> None:
         self.link = _open_raw(link_path)
         self._panel = _open_raw(panel_path)
-        self._settings_path = settings_path
-        self._settings_mem: str | None = None
-        self._board = board
+        # [file path or None, text kept in memory when there is no file]
+        self.settings: "list[str | None]" = [settings_path, None]
         self.app: "Any" = None
         self.duty = 0
         self.amp_on = False
-        self.v_lux = 500.0
-        self.v_temp = 25.0
-        self.v_tilt = 0.0
-        self.v_door = 0
-        self.v_mains = 1
-        self.v_din = 0
-        self._p = 0.0
-        self._wh = 0.0
-        self._t_e = ticks_ms()
-        self.wdt_timeout = 0
+        now = ticks_ms()
+        # _SET_KEYS order, then _P .. _BOARD
+        self.v: "list[Any]" = [500.0, 25.0, 0.0, 0, 1, 0, 1.0, 0.0, 0.0, now, 0, now, board]
         self.wdt_feeds = 0
         self.wdt_bites = 0
-        self._t_wdt = ticks_ms()
         self.resets = 0
         self._t0 = ticks_ms()  # log timestamps: ms since the sim started
 
     # ---- HAL interface --------------------------------------------------
 
     def board_id(self) -> str:
-        return self._board
+        return str(self.v[_BOARD])
 
     def link_write(self, buf: bytes) -> None:
         mv = memoryview(buf)
@@ -81,72 +89,78 @@ class Hal:
     def _energy(self) -> None:
         # Exact piecewise integration: called before every power change.
         now = ticks_ms()
-        self._wh += self.power_w() * ticks_diff(now, self._t_e) / 3600000.0
-        self._t_e = now
+        v = self.v
+        v[_WH] += self.power_w() * ticks_diff(now, v[_T_E]) / 3600000.0
+        v[_T_E] = now
 
     def lamp(self, duty: int, level_c: int) -> None:
         self._energy()  # close the interval at the old power
         self.duty = duty
-        self._p = _RATED_W * level_c / 10000.0
+        # A constant-current driver's power follows the PWM duty.
+        self.v[_P] = _RATED_W * duty / 65535.0
 
     def amp(self, on: bool) -> None:
         self.amp_on = on
 
     def lux(self) -> float:
-        return self.v_lux
+        return float(self.v[_LUX])
 
     def temp_c(self) -> float:
-        return self.v_temp
+        return float(self.v[_TEMP])
 
     def door(self) -> int:
-        return self.v_door
+        return int(self.v[_DOOR])
 
     def tilt_deg(self) -> float:
-        return self.v_tilt
+        return float(self.v[_TILT])
 
     def mains(self) -> int:
-        return self.v_mains
+        return int(self.v[_MAINS])
 
     def din(self) -> int:
-        return self.v_din
+        return int(self.v[_DIN])
 
     def power_w(self) -> float:
         # No mains, no light: the driver's output is gone whatever the PWM says.
-        return self._p if self.v_mains else 0.0
+        v = self.v
+        return float(v[_P] * v[_PSCALE]) if v[_MAINS] else 0.0
 
     def energy_wh(self) -> float:
         self._energy()
-        return self._wh
+        return float(self.v[_WH])
 
     def wdt_start(self, timeout_ms: int) -> None:
-        self.wdt_timeout = timeout_ms
-        self._t_wdt = ticks_ms()
+        self.v[_WDT_MS] = timeout_ms
+        self.v[_T_WDT] = ticks_ms()
 
     def wdt_feed(self) -> None:
         # No hardware to bite, so count the times a real one would have reset
         # the board (a feed that comes later than the timeout).
         now = ticks_ms()
-        if self.wdt_timeout and ticks_diff(now, self._t_wdt) > self.wdt_timeout:
+        v = self.v
+        if v[_WDT_MS] and ticks_diff(now, v[_T_WDT]) > v[_WDT_MS]:
             self.wdt_bites += 1
             self.log("watchdog: fed %d ms late, the board would have reset"
-                     % ticks_diff(now, self._t_wdt))
+                     % ticks_diff(now, v[_T_WDT]))
         self.wdt_feeds += 1
-        self._t_wdt = now
+        v[_T_WDT] = now
 
     def load_settings(self) -> str | None:
-        if self._settings_path is None:
-            return self._settings_mem
+        path = self.settings[0]
+        if path is None:
+            return self.settings[1]
         try:
-            with open(self._settings_path) as f:
+            with open(path) as f:
                 return str(f.read())
         except OSError:
             return None
 
     def save_settings(self, text: str) -> None:
-        if self._settings_path is None:
-            self._settings_mem = text
+        path = self.settings[0]
+        if path is None:
+            self.settings[1] = text
             return
-        with open(self._settings_path, "w") as f:
+        with open(path, "w") as f:
             f.write(text)
 
     def reset(self) -> None:
@@ -187,16 +201,14 @@ class Hal:
             self._reply(out)
 
     def _reply(self, d: "dict[str, Any]") -> None:
-        # The full-state reply is the biggest allocation the sim makes; on a
-        # fragmented 64K heap collect and retry rather than let the panel die.
-        for _ in range(2):
-            try:
-                self._panel.write(json.dumps(d).encode())
-                self._panel.write(b"\n")
-                return
-            except MemoryError:
-                gc.collect()
-        self._panel.write(b'{"ok": false, "error": "out of memory"}\n')
+        # The full-state reply is the biggest thing the sim sends: stream it, so
+        # a fragmented 64K heap never needs one block for the whole line.
+        try:
+            json.dump(d, self._panel)
+        except MemoryError:
+            gc.collect()
+            self._panel.write(b'\n{"ok": false, "error": "out of memory"}')
+        self._panel.write(b"\n")
 
     def _handle(self, line: bytes) -> "dict[str, Any]":
         try:
@@ -212,6 +224,10 @@ class Hal:
             return self._set(req)
         if op == "fault":
             return self._fault(req)
+        if op == "trace":  # log every command the board runs (exactly-once tests)
+            if self.app is not None:
+                self.app.trace = bool(req.get("on"))
+            return {"ok": True}
         if op == "mem":
             gc.collect()
             return {"ok": True, "mem_alloc": gc.mem_alloc(), "mem_free": gc.mem_free()}
@@ -250,8 +266,8 @@ class Hal:
                 return {"ok": False, "error": "%s must be an int 0..%d" % (k, hi)}
             vals.append((spec[1], v if hi else float(v)))
         self._energy()  # mains may change: close the interval at the old power
-        for attr, v in vals:
-            setattr(self, attr, v)
+        for i, v in vals:
+            self.v[i] = v
         return {"ok": True}
 
     def _state(self) -> "dict[str, Any]":
@@ -262,17 +278,17 @@ class Hal:
             "ok": True,
             "lamp": lamp,
             "amp": 1 if self.amp_on else 0,
-            "lux": self.v_lux,
-            "temp_c": self.v_temp,
-            "door": self.v_door,
-            "tilt_deg": self.v_tilt,
-            "mains": self.v_mains,
-            "din": self.v_din,
+            "lux": self.v[_LUX],
+            "temp_c": self.v[_TEMP],
+            "door": self.v[_DOOR],
+            "tilt_deg": self.v[_TILT],
+            "mains": self.v[_MAINS],
+            "din": self.v[_DIN],
             "power_w": self.power_w(),
             "energy_wh": self.energy_wh(),
-            "wdt_timeout_ms": self.wdt_timeout,
+            "wdt_timeout_ms": self.v[_WDT_MS],
             "wdt_feeds": self.wdt_feeds,
-            "wdt_age_ms": ticks_diff(ticks_ms(), self._t_wdt),
+            "wdt_age_ms": ticks_diff(ticks_ms(), self.v[_T_WDT]),
             "wdt_bites": self.wdt_bites,
             "uptime_ms": app.uptime_ms if app else 0,
             "resets": self.resets,

@@ -22,6 +22,9 @@ KEYS = (
     ("wdt_timeout_ms", 8000, 1000, 60000),
     ("tilt_alarm_deg", 10, 1, 90),
     ("stats_frames", 1000, 10, 1000000),
+    ("lamp_min", 0, 0, 100),
+    ("lamp_last", 0, 0, 100),
+    ("lamp_rated_w", 60, 0, 2000),
 )
 
 # Indices into Settings.v, in KEYS order.
@@ -36,6 +39,11 @@ LAMP_MAX = const(7)
 WDT_TIMEOUT_MS = const(8)
 TILT_ALARM_DEG = const(9)
 STATS_FRAMES = const(10)
+# 11 lamp_min: a lit level below it is raised to it (lamp_max wins if they
+#    cross). 12 lamp_last: the controller's last lamp_set once it held 5 s,
+#    restored at boot. 13 lamp_rated_w: power at full duty (W) for the lamp
+#    health checks, 0 turns them off. app.py indexes these with private consts
+#    (_S_LAMP_*): public names would each cost a qstr on the board's heap.
 
 
 def index(key: str) -> int:

@@ -44,7 +44,7 @@ def peripherals_as_documented():
     eq(h.link.uid, 2, "UART id")
     eq(h.link.baud, 115200, "baud")
     eq(machine.pins[25].num, 25, "lamp pin")
-    eq(h._pwm.freq, 1000, "PWM frequency")
+    eq(h._pwm.freq, 2000, "PWM frequency (>= 1.25 kHz)")
     eq(machine.pins[26].mode, machine.Pin.OUT, "amp pin is an output")
     eq(machine.pins[26].v, 0, "amp off at boot")
     eq((0x23, None, b"\x10") in machine.i2c_writes, True, "BH1750 continuous mode")

@@ -15,9 +15,16 @@ from tests.firmware.conftest import Rig, RigFactory
 
 
 def duty_for(level: int) -> int:
-    """firmware/src/lamp.py's curve (that module needs MicroPython's time)."""
+    """firmware/src/lamp.py's logarithmic curve at whole percents (that module
+    needs MicroPython's time): the same integer steps."""
     c = level * 100
-    return 0 if c <= 0 else 1311 + (65535 - 1311) * c // 10000
+    if c <= 0:
+        return 0
+    if c >= 10000:
+        return 65535
+    e = (c - 100) * 3735 // 100
+    f = (e & 0xFFFF) >> 4
+    return min(65535, (1311 << (e >> 16)) * (4096 + (f * (2689 + (1407 * f >> 12)) >> 12)) >> 12)
 
 
 def lamp(rig: Rig) -> dict[str, int]:
@@ -335,7 +342,8 @@ def test_periodic_heartbeat_report_and_power(make_rig: RigFactory) -> None:
     assert all(0.1 < g < 0.4 for g in gaps), gaps
     assert hb.fields()["uptime_ms"] > 0
     rep = rig.ctl.expect("sensor_report", timeout=1.0).fields()
-    assert rep["power_w"] == pytest.approx(30.0)  # 50 % of the sim's 60 W luminaire
+    # The sim's 60 W luminaire draws in proportion to the duty (log curve: 50 % -> 14 %).
+    assert rep["power_w"] == pytest.approx(60.0 * duty_for(50) / 65535)
     e1 = rep["energy_wh"]
     time.sleep(0.5)
     rep2 = rig.ctl.expect("sensor_report", timeout=1.0,

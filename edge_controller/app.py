@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from edge_controller.camera.source import Frame
 from edge_controller.camera.task import CameraTask
 from edge_controller.clock import clock_status, utc_iso
 from edge_controller.config import Config, config_version
@@ -32,6 +33,8 @@ from edge_controller.uplink.mqtt import Record, Uplink
 from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 from edge_controller.version import __version__
+from edge_controller.visibility.commands import DimmingSchedule, LampOverride
+from edge_controller.visibility.service import DimmingService
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +110,23 @@ class Controller:
             if cfg.signal.source == "mqtt":
                 topic = cfg.signal.mqtt_topic or f"{self.topics.base}/signal"
                 self.uplink.subscribe(topic, self._on_signal_message)
+        self.dimming: DimmingService | None = None
+        if cfg.dimming.enabled or cfg.visibility.enabled:
+            cxs = self.crossing
+            self.dimming = DimmingService(
+                cfg.visibility, cfg.dimming, cfg.pole, self._set_lamp, self.uplink.event,
+                lux=self._lux,
+                presence=(lambda: cxs.tracks_live > 0) if cxs is not None else None)
+            dm = self.dimming
+            if cfg.dimming.enabled:
+                specs.append(TaskSpec("dimming", dm.run_dimming, "always",
+                                      probe=lambda: dm.healthy_dimming))
+            if cfg.visibility.enabled:
+                specs.append(TaskSpec("visibility", dm.run_visibility, "on_failure",
+                                      probe=lambda: dm.healthy_visibility))
         if cfg.camera.enabled:
             self.camera = CameraTask(
-                cfg.camera, self.uplink.event, self._camera_ended,
-                on_frame=self.crossing.submit if self.crossing is not None else None)
+                cfg.camera, self.uplink.event, self._camera_ended, on_frame=self._on_frame)
             cam = self.camera
             specs.append(TaskSpec("camera", cam.run, "on_failure", probe=lambda: cam.healthy))
         self.peripherals: PeripheralHub | None = None
@@ -137,7 +153,23 @@ class Controller:
 
     # ---- link -> state -> events ------------------------------------------------
 
+    def _on_frame(self, frame: Frame) -> None:
+        # Fan out every camera frame; each consumer keeps only the newest it can use.
+        if self.crossing is not None:
+            self.crossing.submit(frame)
+        if self.dimming is not None and self.cfg.visibility.enabled:
+            self.dimming.submit(frame)
+
+    def _lux(self) -> float | None:
+        lux = (self.state.sensors or {}).get("lux")
+        return float(lux) if isinstance(lux, (int, float)) and self.link.up else None
+
+    async def _set_lamp(self, level: int, fade_ms: int) -> bool:
+        return (await self.link.command("lamp_set", (level, fade_ms))).ok
+
     def _on_link(self, ev: LinkEvent) -> None:
+        if self.dimming is not None:
+            self.dimming.on_link_event(ev)
         for name, detail in self.state.apply(ev):
             self.uplink.event(name, detail)
         if (self.crossing is not None and self.cfg.signal.source == "din"
@@ -208,6 +240,8 @@ class Controller:
             "process": {**self.proc.sample(), "tasks": self.supervisor.report()},
             "camera": self.camera.stats() if self.camera is not None else None,
             "crossing": self.crossing.telemetry() if self.crossing is not None else None,
+            **(self.dimming.telemetry() if self.dimming is not None
+               else {"dimming": None, "visibility": None}),
             "mqtt": {"protocol": self.uplink.protocol, "reconnects": self.uplink.reconnects,
                      "commands_received": self.uplink.commands_received,
                      "commands_rejected": self.uplink.commands_rejected,
@@ -287,6 +321,13 @@ class Controller:
             out = await self.link.command("lamp_set", (body.level, body.fade_ms))
             self._link_result(cmd.id, out.ok, out.reason,
                               f"lamp to {body.level} % over {body.fade_ms} ms")
+        elif isinstance(body, LampOverride | DimmingSchedule):
+            if self.dimming is None:
+                self._result(cmd.id, "rejected", "unsupported", "dimming is not enabled")
+            else:
+                res = (self.dimming.apply_override(body) if isinstance(body, LampOverride)
+                       else self.dimming.apply_schedule(body))
+                self._result(cmd.id, res.status, res.reason, res.detail)
         elif isinstance(body, commands.ScreenText):
             if self.peripherals is None:
                 self._result(cmd.id, "rejected", "unsupported", "no LED screen configured")

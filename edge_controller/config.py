@@ -33,6 +33,7 @@ from edge_controller.crossing.config import (
 )
 from edge_controller.detect.config import DetectorConfig
 from edge_controller.peripherals.config import PeripheralsConfig
+from edge_controller.visibility.config import DimmingConfig, VisibilityConfig
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -302,6 +303,12 @@ class Config(_Section):
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Person detector on the camera frames."
     )
+    visibility: VisibilityConfig = Field(
+        default_factory=VisibilityConfig, description="Visibility (MOR) from the camera."
+    )
+    dimming: DimmingConfig = Field(
+        default_factory=DimmingConfig, description="Lamp dimming policy (docs/dimming.md)."
+    )
     peripherals: PeripheralsConfig = Field(
         default_factory=PeripheralsConfig,
         description="EV charging piles and LED screens relayed upstream "
@@ -314,6 +321,8 @@ class Config(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"zone names must be unique: {', '.join(dupes)}")
+        if self.visibility.enabled and not self.camera.enabled:
+            raise ValueError("visibility.enabled needs camera.enabled")
         if self.crossing.enabled:
             if not self.camera.enabled:
                 raise ValueError("crossing.enabled needs camera.enabled")

@@ -21,6 +21,10 @@ FAULT_NAMES = {
     5: "watchdog_reset",
     6: "over_temperature",
     7: "link_lost",
+    8: "lamp_failure",
+    9: "lamp_power_high",
+    10: "day_burning",
+    11: "lamp_cycling",
 }
 
 FAULT_LINK_LOST = 7  # the firmware's fail-safe: controller silent too long

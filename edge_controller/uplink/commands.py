@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge_controller.visibility.commands import DimmingSchedule, LampOverride
+
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
 SIG_PATTERN = r"^[A-Za-z0-9+/]{86}==$"  # base64 of a 64-byte Ed25519 signature
@@ -46,7 +48,8 @@ class ScreenText(_Strict):
     seconds: Annotated[float, Field(gt=0, le=86400)]
 
 
-Body = Annotated[LampSet | Reboot | Ping | ScreenText, Field(discriminator="type")]
+Body = Annotated[LampSet | Reboot | Ping | ScreenText | LampOverride | DimmingSchedule,
+                 Field(discriminator="type")]
 
 
 class Envelope(_Strict):

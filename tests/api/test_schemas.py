@@ -34,6 +34,7 @@ OPTIONAL = {
     ("command", "/$defs/lamp_set/properties"): {"fade_ms"},
     ("command", "/$defs/reboot/properties"): {"target"},
     ("command", "/$defs/screen_text/properties"): {"device_id"},
+    ("command", "/$defs/dimming_schedule/properties"): {"night_level", "periods"},
 }
 
 # The one object schema allowed to be open (documented in its $comment).
@@ -228,6 +229,8 @@ TELEMETRY: dict[str, Any] = {
     "mqtt": {"protocol": "3.1.1", "reconnects": 0, "commands_received": 3, "commands_rejected": 1,
              "queued": 0, "dropped": 0, "refused": 0},
     "crossing": None,
+    "dimming": None,
+    "visibility": None,
     "seq": 41,
 }
 
@@ -649,7 +652,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.3.0"
+    assert asyncapi["info"]["version"] == "1.4.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

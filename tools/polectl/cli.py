@@ -185,7 +185,10 @@ def _register_installer_commands() -> None:
     app.command("calibrate")(calibrate.calibrate_command)
     app.command("fleet-sim")(fleet.fleet_sim_command)
     app.command("ingest")(fleet.ingest_command)
+    from polectl import visibility as _vis
     from polectl.deploy import bundle_app, deploy
+
+    app.command("visibility")(_vis.command)
 
     app.command()(deploy)
     app.add_typer(bundle_app, name="bundle")

@@ -232,8 +232,15 @@ def run_sim(
         url = own.url
         console.print(f"broker: {own.kind} on {url}")
     workdir = workdir.resolve()
-    pole = SimPole(workdir, url, video=video,
-                   overrides=demo_crossing(audio_device) if crossing else None)
+    from edge_controller.sim.peripherals import start_demo_peers
+
+    # The pole's neighbours as real peers: a Modbus charger on a pty, an OCPP charge
+    # point (with the pole as its local central system) and an LED screen.
+    peers = start_demo_peers()
+    overrides: dict[str, Any] = {**peers.overrides(refresh_s=5.0)}
+    if crossing:
+        overrides.update(demo_crossing(audio_device))
+    pole = SimPole(workdir, url, video=video, overrides=overrides)
     host, port = url.split("://")[1].split(":")
     try:
         pole.start()
@@ -268,5 +275,6 @@ def run_sim(
         return int(code or 0)
     finally:
         pole.stop()
+        peers.stop()
         if own is not None:
             own.stop()

@@ -29,6 +29,7 @@ class FleetView:
     root: str
     poles: dict[str, PoleView] = field(default_factory=dict)
     log: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    periph: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     total: int = 0
 
     def apply(self, topic: str, payload: bytes) -> None:
@@ -46,7 +47,9 @@ class FleetView:
             return
         if not isinstance(msg, dict):
             return
-        if kind == "state":
+        if kind.startswith("periph/") and kind.endswith("/status"):
+            self.periph[(pole, kind.split("/")[1])] = msg
+        elif kind == "state":
             v.state = str(msg.get("state", "?"))
             self.log.append(f"{pole} state {v.state} ({msg.get('reason', '')})")
         elif kind == "birth":
@@ -89,7 +92,25 @@ class FleetView:
                 str(cx.get("tracks", "-")), str(viol) if cx else "-",
                 _fmt(proc.get("cpu_percent")), _fmt(proc.get("rss_mb")),
             )
-        return Group(t, Text("\n".join(self.log) or "(waiting for messages)"))
+        parts: list[Any] = [t]
+        if self.periph:
+            pt = Table(title="peripherals", expand=True)
+            for col in ("pole", "device", "kind", "health", "state", "power W", "energy Wh",
+                        "screen"):
+                pt.add_column(col)
+            for (pole, dev), m in sorted(self.periph.items()):
+                ch = m.get("charger") or {}
+                sc = m.get("screen") or {}
+                health = str(m.get("health", "?"))
+                pt.add_row(pole, dev, str(m.get("kind", "")),
+                           Text(health, style={"ok": "green", "lost": "red"}.get(health, "yellow")),
+                           str(ch.get("connector_state", "-")), _fmt(ch.get("power_w")),
+                           _fmt(ch.get("session_energy_wh")),
+                           (f"{'on' if sc.get('on') else 'off'} {sc.get('brightness', '')}% "
+                            f"{sc.get('content_id', '')}") if sc else "-")
+            parts.append(pt)
+        parts.append(Text("\n".join(self.log) or "(waiting for messages)"))
+        return Group(*parts)
 
 
 def _fmt(v: object) -> str:

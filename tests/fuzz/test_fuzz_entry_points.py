@@ -104,3 +104,38 @@ def test_config_loader_bytes(raw: bytes) -> None:
         return
     with contextlib.suppress(ConfigError):
         parse(data, "fuzz.toml")
+
+
+# ---- peripheral adapters: what comes off the RS-485 bus or the screen's line ------------
+
+def _modbus_image() -> st.SearchStrategy[dict[int, int]]:
+    from edge_controller.peripherals.config import DEFAULT_PROFILE
+    from edge_controller.peripherals.modbus_charger import read_plan
+
+    addrs = [a for start, n in read_plan(DEFAULT_PROFILE) for a in range(start, start + n)]
+    return st.fixed_dictionaries({a: st.integers(-5, 0x1_0005) for a in addrs})
+
+
+@FUZZ
+@given(st.one_of(_modbus_image(), st.dictionaries(st.integers(0, 200), st.integers())))
+def test_modbus_register_decoder(regs: dict[int, int]) -> None:
+    from edge_controller.peripherals.config import DEFAULT_PROFILE
+    from edge_controller.peripherals.modbus_charger import ModbusReject, decode
+
+    try:
+        status = decode(DEFAULT_PROFILE, regs)
+    except ModbusReject as e:
+        assert e.args
+        return
+    assert status is not None
+
+
+@FUZZ
+@given(st.binary(max_size=120))
+def test_led_screen_reply_parser(frame: bytes) -> None:
+    from edge_controller.peripherals.led_screen import AsciiV1, ScreenReject
+
+    prof = AsciiV1()
+    for parse_fn in (prof.parse_status, prof.parse_ack):
+        with contextlib.suppress(ScreenReject):
+            parse_fn(frame)

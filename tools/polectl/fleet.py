@@ -592,6 +592,8 @@ class SimFleetPole:
                                   for t in ("link", "uplink", "telemetry", "lamp_poll")}},
             "camera": None,
             "crossing": None,
+            "dimming": None,
+            "visibility": None,
             "mqtt": {"protocol": "5", "reconnects": self.counts.reconnects,
                      "commands_received": self.counts.commands,
                      "commands_rejected": self.counts.commands_rejected,

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from edge_controller.config import Config, ConfigError, load
+from edge_controller.preflight import check_files
 from edge_controller.version import __version__
 
 
@@ -16,8 +17,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pole-controller", description=__doc__)
     p.add_argument("--config", "-c", help="pole TOML config (defaults apply when omitted)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the config's keys and values as at start-up, print a verdict "
+                   "and exit (0 valid, 2 not); the files it names are checked at start-up")
     p.add_argument("--version", action="version", version=f"pole-controller {__version__}")
     return p.parse_args(argv)
+
+
+def _config_error(e: ConfigError) -> int:
+    print(f"config error:\n{e}", file=sys.stderr)
+    return 2
 
 
 async def _run(cfg: Config, path: str | None) -> int:
@@ -34,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    source = args.config or "(defaults)"
     try:
         cfg = load(args.config) if args.config else Config()
     except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+        return _config_error(e)
+    if args.check_config:
+        # Keys and values only: an installer may check a config staged under another
+        # root, where the paths it names do not exist yet.
+        print(f"OK {source}: pole {cfg.pole.id}, broker {cfg.mqtt.url}, link {cfg.link.port}")
+        return 0
+    problems = check_files(cfg)
+    if problems:
+        return _config_error(ConfigError(source, problems))
     return asyncio.run(_run(cfg, args.config))
 
 

@@ -23,9 +23,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from edge_controller import resources
+
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "audio"
-DEFAULT_CLIPS = (ASSETS / "warning_en.wav", ASSETS / "warning_cmn.wav")
+DEFAULT_CLIPS = tuple(resources.path(c) for c in resources.WARNING_CLIPS)
 
 
 def parse_hhmm(s: str) -> dtime:

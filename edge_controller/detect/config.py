@@ -2,7 +2,7 @@
 
 Every knob has a default and a description (the config reference is generated
 from them). Paths are relative to the working directory of the controller
-unless absolute; the default model ships in the repository's `models/`.
+unless absolute; the default model is package data (`edge_controller/models/`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_controller import resources
+
+SSD_INT8 = resources.path(resources.DETECTOR_MODEL)
+# Not in the wheel (the source of the INT8 model, a benchmark baseline): only a source
+# checkout has it, for tests and bench/.
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SSD_FP32 = MODELS_DIR / "ssdlite_mobilenet_v2_coco.onnx"
-SSD_INT8 = MODELS_DIR / "ssdlite_mobilenet_v2_coco_int8.onnx"
 
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
 Polygon = Annotated[list[Point], Field(min_length=3)]
@@ -135,8 +139,9 @@ class FocusConfig(_Section):
 class DetectorConfig(_Section):
     enabled: bool = Field(True, description="Run the person detector on camera frames.")
     model: Path = Field(
-        SSD_INT8, description="ONNX model file. The default is the shipped SSDLite-MobileNetV2 "
-        "(COCO), INT8-quantised; models/ also has the fp32 original.",
+        SSD_INT8, description="ONNX model file. The default is the SSDLite-MobileNetV2 (COCO), "
+        "INT8-quantised, that the package ships; a source checkout's models/ also has the "
+        "fp32 original.",
     )
     kind: Literal["ssd", "yolo"] = Field(
         "ssd", description="Model family: 'ssd' (TF Object Detection API export, NMS inside) "

@@ -83,8 +83,9 @@ class Sink(ABC):
         """A listener's peer connected (up) or went away."""
 
     @abstractmethod
-    def condition(self, name: str, active: bool) -> None:
-        """A persistent degraded reason that holds until cleared."""
+    def condition(self, name: str, active: bool, detail: str = "") -> None:
+        """A persistent degraded reason that holds until cleared; `detail` (why it is set)
+        is logged like an error's, but nothing is held for degraded_hold_s after clearing."""
 
 
 @dataclass(frozen=True)
@@ -311,8 +312,10 @@ class _HubSink(Sink):
         self._mon.set_connected(up, self._hub.clock(), reason)
         self._hub.evaluate(self._mon)
 
-    def condition(self, name: str, active: bool) -> None:
-        if (name in self._mon.conditions) != active:
+    def condition(self, name: str, active: bool, detail: str = "") -> None:
+        if active and detail:
+            self._hub.rlog.warning(f"periph {self._mon.device_id}", name, detail)
+        elif (name in self._mon.conditions) != active:
             log.info("periph %s: %s %s", self._mon.device_id, name,
                      "set" if active else "cleared")
         self._mon.set_condition(name, active)

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
@@ -53,8 +55,25 @@ from edge_controller.peripherals.status import ChargerStatus
 
 log = logging.getLogger(__name__)
 
+# After a ping goes unanswered (or the pole closes for any other reason) the peer gets this
+# long to complete the closing handshake before the socket is dropped. websockets' default
+# (10 s) would keep a hung charger "connected" for 2 x ping_s + 10 s; a peer that is alive
+# answers a close frame within milliseconds on a local network.
+CLOSE_TIMEOUT_S = 1.0
+# Largest frame accepted either way; a bigger one closes that connection with 1009. OCPP 1.6J
+# messages are a few kB at most; the limit keeps one peer from exhausting the pole's memory.
+MAX_FRAME_BYTES = 1 << 20
+
 Sender = Literal["cp", "cs"]  # charge point (the charger) or central system
 _UNITS = {"Wh": 1.0, "kWh": 1000.0, "W": 1.0, "kW": 1000.0, "V": 1.0, "A": 1.0}
+# OCPP 1.6 (with the security extension) CALLs a charge point sends; every other action is
+# the central system's. DataTransfer goes both ways.
+CP_ACTIONS = frozenset({
+    "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification",
+    "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StartTransaction",
+    "StatusNotification", "StopTransaction", "SecurityEventNotification", "SignCertificate",
+    "LogStatusNotification", "SignedFirmwareStatusNotification",
+})
 _MEASURANDS = {
     "Energy.Active.Import.Register": "meter_total_wh",
     "Power.Active.Import": "power_w",
@@ -137,6 +156,10 @@ class OcppObserver:
             if len(self.pending) > 256:  # answers that never came: forget the oldest
                 self.pending.pop(next(iter(self.pending)))
             self._validate(MessageType.Call, action, msg.payload)
+            if action != "DataTransfer" and (action in CP_ACTIONS) != (sender == "cp"):
+                raise _Reject(action, f"{action} is sent by the "
+                              f"{'charge point' if action in CP_ACTIONS else 'central system'}"
+                              f", not the {'charge point' if sender == 'cp' else 'central system'}")
             if sender == "cp":
                 return Observed(action, self._on_call(action, msg.payload))
             return Observed(action)
@@ -187,14 +210,16 @@ class OcppObserver:
         elif action == "MeterValues" and p["connectorId"] == self.connector_id:
             self._meter(p["meterValue"])
         elif action == "StartTransaction" and p["connectorId"] == self.connector_id:
-            self.meter_start_wh = float(p["meterStart"])
+            # A meter reading either way; the session only starts if the answer accepts it.
             self.meter_total_wh = float(p["meterStart"])
-            self.session_energy_wh = 0.0
         elif action == "StopTransaction" and (
                 self.transaction_id is None or p["transactionId"] == self.transaction_id):
             stop = float(p["meterStop"])
             self.meter_total_wh = stop
-            if self.meter_start_wh is not None:
+            # Only the transaction the pole saw accepted has a session to close: a stop for
+            # one it never saw start (a rejected tag, or started before the controller did)
+            # leaves the last session's energy as it was.
+            if self.meter_start_wh is not None and self.transaction_id is not None:
                 self.session_energy_wh = max(0.0, stop - self.meter_start_wh)
             self.transaction_id = None
             self.power_w = 0.0 if self.power_w is not None else None
@@ -208,6 +233,8 @@ class OcppObserver:
         elif (action == "StartTransaction" and req.get("connectorId") == self.connector_id
               and res.get("idTagInfo", {}).get("status") == "Accepted"):
             self.transaction_id = int(res["transactionId"])
+            self.meter_start_wh = float(req["meterStart"])
+            self.session_energy_wh = 0.0
         return self.status() != before
 
     def _meter(self, meter_values: list[dict[str, Any]]) -> None:
@@ -241,6 +268,17 @@ class OcppObserver:
         if (self.meter_total_wh is not None and self.meter_start_wh is not None
                 and self.transaction_id is not None):
             self.session_energy_wh = round(max(0.0, self.meter_total_wh - self.meter_start_wh), 6)
+
+
+def _close_story(ws: ServerConnection) -> str:
+    """Who closed, with what code and reason, for the disconnect log line."""
+    proto = ws.protocol
+    if proto.close_rcvd is not None and proto.close_rcvd_then_sent is not False:
+        return f"closed by the charger: {proto.close_rcvd.code} {proto.close_rcvd.reason}".rstrip()
+    if proto.close_sent is not None:
+        what = f"{proto.close_sent.code} {proto.close_sent.reason}".rstrip()
+        return f"closed by the pole: {what}" + ("" if proto.close_rcvd else ", unanswered")
+    return "connection lost without a close frame"
 
 
 class _Reject(Exception):
@@ -312,6 +350,37 @@ class LocalCentralSystem(ChargePoint):
     def on_stop(self, **_: Any) -> Any:
         return call_result.StopTransaction()
 
+    # The rest of what a 1.6 charge point may send, answered as a central system without
+    # those features would: no vendor extensions, no certificate authority, notes taken.
+
+    @on("DataTransfer")
+    def on_data_transfer(self, **_: Any) -> Any:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on("DiagnosticsStatusNotification")
+    def on_diagnostics_status(self, **_: Any) -> Any:
+        return call_result.DiagnosticsStatusNotification()
+
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, **_: Any) -> Any:
+        return call_result.FirmwareStatusNotification()
+
+    @on("SecurityEventNotification")
+    def on_security_event(self, **_: Any) -> Any:
+        return call_result.SecurityEventNotification()
+
+    @on("LogStatusNotification")
+    def on_log_status(self, **_: Any) -> Any:
+        return call_result.LogStatusNotification()
+
+    @on("SignedFirmwareStatusNotification")
+    def on_signed_firmware_status(self, **_: Any) -> Any:
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on("SignCertificate")
+    def on_sign_certificate(self, **_: Any) -> Any:
+        return call_result.SignCertificate(status="Rejected")
+
 
 class _Tap:
     """The connection the ocpp ChargePoint reads and writes, observed on the way."""
@@ -364,7 +433,9 @@ class OcppProxyAdapter(Adapter):
         async with serve(self._handle, s.listen_host, s.listen_port,
                          subprotocols=[Subprotocol(SUBPROTOCOL)],
                          process_request=self._process_request,
+                         select_subprotocol=self._select_subprotocol,
                          ping_interval=s.ping_s, ping_timeout=s.ping_s,
+                         close_timeout=CLOSE_TIMEOUT_S, max_size=MAX_FRAME_BYTES,
                          compression=None) as server:
             self._server = server
             sock = next(iter(server.sockets))
@@ -404,6 +475,18 @@ class OcppProxyAdapter(Adapter):
     def _cp_id(self, path: str) -> str:
         return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
+    @staticmethod
+    def _select_subprotocol(conn: ServerConnection,
+                            offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        # OCPP-J: a charge point that does not offer the version is accepted without a
+        # subprotocol and then closed with a reason (in _handle), not refused with HTTP 400.
+        return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+    @staticmethod
+    def _offered(req: Request) -> list[str]:
+        return [p.strip() for h in req.headers.get_all("Sec-WebSocket-Protocol")
+                for p in h.split(",") if p.strip()]
+
     async def _process_request(self, conn: ServerConnection, req: Request) -> Response | None:
         cp_id = self._cp_id(req.path)
         want = self.settings.charge_point_id
@@ -412,7 +495,7 @@ class OcppProxyAdapter(Adapter):
                         cp_id, want or "any")
             return conn.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
         up_url = self.settings.upstream_url
-        if up_url is None:
+        if up_url is None or SUBPROTOCOL not in self._offered(req):
             return None
         headers = Headers()
         if "Authorization" in req.headers:
@@ -422,10 +505,14 @@ class OcppProxyAdapter(Adapter):
                                additional_headers=headers,
                                open_timeout=self.settings.upstream_timeout_s,
                                ping_interval=self.settings.ping_s,
-                               ping_timeout=self.settings.ping_s, compression=None)
+                               ping_timeout=self.settings.ping_s,
+                               close_timeout=CLOSE_TIMEOUT_S, max_size=MAX_FRAME_BYTES,
+                               compression=None)
         except Exception as e:  # refused, timed out, bad handshake, DNS, TLS
-            self.sink.condition("upstream_unreachable", True)
-            self.sink.error("upstream_unreachable", f"{up_url}: {type(e).__name__}: {e}")
+            # A condition, not a failed exchange: it holds exactly until a connection
+            # upstream succeeds, with no degraded_hold_s tail after that.
+            self.sink.condition("upstream_unreachable", True,
+                                f"{up_url}: {type(e).__name__}: {e}")
             return conn.respond(HTTPStatus.BAD_GATEWAY, "central system unreachable\n")
         self.sink.condition("upstream_unreachable", False)
         self._upstreams[id(conn)] = up
@@ -434,6 +521,14 @@ class OcppProxyAdapter(Adapter):
     async def _handle(self, ws: ServerConnection) -> None:
         cp_id = self._cp_id(ws.request.path if ws.request else "")
         up = self._upstreams.pop(id(ws), None)
+        if ws.subprotocol != SUBPROTOCOL:
+            offered = self._offered(ws.request) if ws.request else []
+            self.sink.error("malformed_message", f"charge point {cp_id} connected without "
+                            f"offering subprotocol {SUBPROTOCOL} (offered: "
+                            f"{', '.join(offered) or 'none'}); closed with 1002")
+            with contextlib.suppress(Exception):
+                await ws.close(1002, f"OCPP 1.6J: subprotocol {SUBPROTOCOL} required")
+            return
         old, self._active = self._active, ws
         if old is not None:
             log.info("ocpp %s: a new connection from %s replaces the old one",
@@ -453,12 +548,15 @@ class OcppProxyAdapter(Adapter):
             if up is not None:
                 with contextlib.suppress(Exception):
                     await up.close()
+            sent = ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.sink.error("malformed_message", f"charger {cp_id} sent a frame over "
+                                f"{MAX_FRAME_BYTES} bytes; closed with 1009")
             if self._active is ws:
                 self._active = None
-                code = ws.close_code
                 self.sink.connection(False, "disconnected")
-                log.info("ocpp %s: charger %s disconnected (code %s)", self.device.id,
-                         cp_id, code)
+                log.info("ocpp %s: charger %s disconnected (%s)", self.device.id, cp_id,
+                         _close_story(ws))
 
     async def _relay(self, cp: ServerConnection, up: ClientConnection) -> None:
         async def pump(src: ServerConnection | ClientConnection,

@@ -6,8 +6,9 @@
 #   sudo deploy/install.sh --wheelhouse wheelhouse/ --bundle bundles/pole-0042/
 #
 # Options:
-#   --wheelhouse DIR   install smartpole (and its dependencies) from these wheels, offline
-#                      (build them on a laptop: pip wheel -w wheelhouse .)
+#   --wheelhouse DIR   install smartpole (and its runtime dependencies) from these wheels,
+#                      offline (build them on a laptop: pip wheel -w wheelhouse .); a pole
+#                      gets `smartpole` alone, never the [installer] or [sim] extras
 #   --source DIR       install from a source tree instead (needs PyPI access)
 #   --bundle DIR       the pole's bundle from `polectl provision` (pole.toml, pole.key,
 #                      pole.crt, ca.pem, identity.json) -> /etc/smartpole
@@ -129,7 +130,9 @@ if [ -n "$BUNDLE" ]; then
 fi
 [ -f "$D$CONFDIR/pole.toml" ] || \
   die "no $CONFDIR/pole.toml: provision the pole (polectl provision) and pass --bundle"
-"$D$PREFIX/venv/bin/polectl" config check "$D$CONFDIR/pole.toml" || \
+# The controller validates its own config (a pole has no polectl: that is the
+# installer's extra); the files it names are checked at every start.
+"$D$PREFIX/venv/bin/pole-controller" --check-config --config "$D$CONFDIR/pole.toml" || \
   die "$CONFDIR/pole.toml is invalid: fix the keys above, then run install.sh again"
 
 step "systemd unit and log rotation"

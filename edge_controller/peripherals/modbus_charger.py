@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import struct
+import termios
 import time
+from types import TracebackType
 from typing import Any
 
+import serial  # pyserial: what pymodbus opens serial ports with
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
@@ -42,11 +46,13 @@ _EXC_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data
 
 
 class _QuietTimeouts(logging.Filter):
-    """pymodbus logs every unanswered request at ERROR; the adapter reports those itself
-    (rate-limited, with the device id), so drop pymodbus's copy."""
+    """pymodbus logs every unanswered request at ERROR and every failed open at WARNING; the
+    adapter reports those itself (rate-limited, with the device id and the reason), so drop
+    pymodbus's copy."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "No response received" not in record.getMessage()
+        msg = record.getMessage()
+        return "No response received" not in msg and "Failed to connect" not in msg
 
 
 logging.getLogger("pymodbus.logging").addFilter(_QuietTimeouts())
@@ -103,6 +109,22 @@ def decode_register(r: RegisterConfig, regs: dict[int, int]) -> float | int | No
         if value != value or value in (float("inf"), float("-inf")):
             raise ModbusReject("bad_value", f"float register {r.address} is not finite",
                                heard=True)
+        value = float32_decimal(raw)
+    return value
+
+
+def float32_decimal(raw: bytes) -> float:
+    """The shortest decimal that is stored as the same float32 (big-endian `raw`).
+
+    A meter that writes 1255.12 kWh stores 1255.1199951171875; the digits beyond float32's
+    precision (about 7 significant) are an artefact of the encoding, not the meter's
+    resolution, and would survive scaling (1255119.995117 Wh)."""
+    value: float = struct.unpack(">f", raw)[0]
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        candidate = float(f"{value:.{digits}g}")
+        with contextlib.suppress(OverflowError):
+            if struct.pack(">f", candidate) == raw:
+                return candidate
     return value
 
 
@@ -125,15 +147,29 @@ def decode(profile: ModbusProfileConfig, regs: dict[int, int]) -> ChargerStatus:
                            f"{profile.name!r}", heard=True)
     fault = decode_register(profile.fault_code, regs)
     error = None if fault is None or int(fault) == profile.no_fault_value else str(int(fault))
+    session = _scaled(profile.session_energy, regs)
+    if session is not None and session < 0:  # signed types are allowed; a negative session not
+        raise ModbusReject("bad_value", f"session energy {session} Wh is negative", heard=True)
     return ChargerStatus(
         connector_state=state,
         error_code=error,
         voltage_v=_scaled(profile.voltage, regs),
         current_a=_scaled(profile.current, regs),
         power_w=_scaled(profile.power, regs),
-        session_energy_wh=_scaled(profile.session_energy, regs),
+        session_energy_wh=session,
         meter_total_wh=_scaled(profile.meter_total, regs),
     )
+
+
+def _close_ports_in(tb: TracebackType | None) -> None:
+    """Close serial ports that the frames of a failed open still hold."""
+    while tb is not None:
+        for obj in tb.tb_frame.f_locals.values():
+            for port in (obj, getattr(obj, "sync_serial", None)):
+                if isinstance(port, serial.SerialBase):
+                    with contextlib.suppress(Exception):
+                        port.close()
+        tb = tb.tb_next
 
 
 class ModbusBus:
@@ -158,18 +194,58 @@ class ModbusBus:
             s.port, framer=FramerType.RTU, baudrate=s.baudrate, parity=s.parity,
             stopbits=s.stopbits, timeout=s.timeout_s, retries=0, reconnect_delay=0,
             name=f"rs485:{s.port}", trace_packet=self._trace)
+        detail: str | None = None
         try:
             ok = await self._client.connect()
-        except Exception as e:  # pyserial raises its own errors for odd devices
+        except Exception as e:  # pyserial and termios raise their own errors for odd devices
             ok = False
-            detail = f"{type(e).__name__}: {e}"
-        else:
-            detail = "could not open the port"
+            _close_ports_in(e.__traceback__)
+            detail = self._describe(e)
         if not ok:
             self._client.close()
             self._client = None
-            raise ModbusReject("port_error", f"{s.port}: {detail}")
+            probed = self._release_and_probe()
+            why = detail or probed or "could not open the port"
+            raise ModbusReject("port_error", f"{s.port}: {why}")
         return self._client
+
+    def _line(self) -> str:
+        s = self.settings
+        return f"{s.baudrate} baud 8{s.parity}{s.stopbits}"
+
+    def _describe(self, e: BaseException) -> str:
+        if isinstance(e, termios.error):
+            code, msg = (*e.args, None, None)[:2]
+            return (f"the device rejected the line settings ({self._line()}): "
+                    f"[Errno {code}] {msg}")
+        text = f"{e}"
+        if "exclusively lock" in text:
+            text += " (the port is held by another program)"
+        return text
+
+    def _release_and_probe(self) -> str | None:
+        """Make sure a failed open left the port free, and say why it failed.
+
+        pymodbus opens the port (with an exclusive lock) before it finishes configuring it;
+        when configuring fails it drops the half-open port without closing it, and the
+        reference cycle it sits in keeps the port locked until the garbage collector gets
+        to it, which can be never. Every retry would then fail with "could not exclusively
+        lock port". Open the port the same way here: the reason if that fails too, and a
+        collection if the lock is what stops it."""
+        for attempt in range(2):
+            try:
+                port = serial.serial_for_url(
+                    self.settings.port, exclusive=True, baudrate=self.settings.baudrate,
+                    parity=self.settings.parity, stopbits=self.settings.stopbits, bytesize=8,
+                    timeout=0)
+            except Exception as e:
+                if attempt == 0 and "exclusively lock" in f"{e}":
+                    gc.collect()
+                    continue
+                return self._describe(e)
+            port.close()
+            return None
+        return None
 
     async def read(self, unit: int, table: str, address: int, count: int) -> list[int]:
         async with self._lock:

@@ -4,12 +4,16 @@ protocol specs (tests/peripherals/peers.py), not with the pole's simulators."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import struct
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import serial
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 from websockets.asyncio.client import connect
@@ -17,11 +21,20 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from edge_controller.peripherals.base import PeripheralHub
-from edge_controller.peripherals.config import OcppSettings
+from edge_controller.peripherals.config import ModbusSettings, OcppSettings
+from edge_controller.peripherals.modbus_charger import ModbusBus, ModbusReject
 from edge_controller.peripherals.ocpp_proxy import MAX_FRAME_BYTES, OcppProxyAdapter
 
 from .conftest import running_hub, state
-from .peers import CentralSystem16, ChargePoint16, free_port
+from .peers import (
+    CentralSystem16,
+    ChargePoint16,
+    ModbusSlave,
+    PtyCable,
+    float32_words,
+    free_port,
+    int16_word,
+)
 
 CP_ID = "cp-indie"
 
@@ -283,3 +296,135 @@ async def test_every_16_charge_point_action_is_answered_and_invalid_ones_degrade
             assert isinstance(ad, OcppProxyAdapter) and ad.observer.rejected == 2
         finally:
             await cp.close()
+
+
+# ---- Modbus: an independent RTU slave on a pty cable ---------------------------------------
+
+# A charger whose register map differs from ours in every way a profile allows: input
+# registers at 0x1000, float32 with the low word first, signed scaled values.
+INDIE_PROFILE = {
+    "name": "indie-ac", "table": "input",
+    "connector_state": {"address": 0x1000}, "fault_code": {"address": 0x1001},
+    "voltage": {"address": 0x1010, "type": "float32", "word_order": "little"},
+    "current": {"address": 0x1012, "type": "int16", "scale": 0.01},
+    "power": {"address": 0x1014, "type": "int32", "word_order": "little"},
+    "session_energy": {"address": 0x1020, "type": "float32", "word_order": "little",
+                       "scale": 1000.0},
+    "meter_total": {"address": 0x1022, "type": "float32", "word_order": "little",
+                    "scale": 1000.0},
+    "state_map": {1: "Available", 2: "Preparing", 3: "Charging", 9: "Faulted"},
+}
+
+
+def indie_image(voltage: float, current_ca: int, power: int, session_kwh: float,
+                meter_kwh: float, state: int = 3) -> dict[int, int]:
+    p = struct.pack("<i", power)  # int32, low word first
+    regs = {0x1000: state, 0x1001: 0, 0x1012: int16_word(current_ca),
+            0x1014: int.from_bytes(p[0:2], "little"), 0x1015: int.from_bytes(p[2:4], "little")}
+    for addr, v in ((0x1010, voltage), (0x1020, session_kwh), (0x1022, meter_kwh)):
+        regs[addr], regs[addr + 1] = float32_words(v, low_word_first=True)
+    return regs
+
+
+def modbus_cfg(port: str, **modbus: Any) -> dict[str, Any]:
+    return {"devices": [{"id": "charger-1", "kind": "modbus_charger", "poll_s": 0.1,
+                         "lost_after_s": 1.0,
+                         "modbus": {"port": port, "timeout_s": 0.2, "profile": "indie-ac",
+                                    **modbus}}],
+            "modbus_profiles": [INDIE_PROFILE], "degraded_hold_s": 0.5}
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The garbage collector may take arbitrarily long to reach a dropped object (in the
+    field it never did): a port must be released without its help."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.fixture
+async def cable() -> AsyncIterator[PtyCable]:
+    c = PtyCable()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def slave(cable: PtyCable) -> AsyncIterator[ModbusSlave]:
+    s = await ModbusSlave(cable.b).start()
+    yield s
+    await s.stop()
+
+
+# ---- 8. float32 values at the meter's resolution ----------------------------------------------
+
+
+async def test_float32_values_are_published_at_the_meters_resolution(
+        cable: PtyCable, slave: ModbusSlave) -> None:
+    slave.regs = indie_image(230.7, -1234, -2838, 12.34, 1255.12)
+    async with running_hub(modbus_cfg(cable.a)) as (_hub, cap):
+        _, p = await cap.wait_status("charger-1", lambda p: state(p) == "Charging")
+        c = p["charger"]
+        # float32 stores 1255.12 as 1255.1199951171875 and 230.7 as 230.6999969482422.
+        assert c["meter_total_wh"] == 1255120.0
+        assert c["session_energy_wh"] == 12340.0
+        assert c["voltage_v"] == 230.7
+        assert c["current_a"] == -12.34 and c["power_w"] == -2838.0  # signed, scaled
+        assert p["health"] == "ok"
+        # A value float32 holds exactly stays as it is; one past 7 digits keeps what it has.
+        slave.regs = indie_image(229.5, 100, 2300, 0.5, 1255.1234, state=1)
+        _, p = await cap.wait_status("charger-1", lambda p: state(p) == "Available")
+        assert p["charger"]["voltage_v"] == 229.5
+        assert p["charger"]["meter_total_wh"] == 1255123.4
+        assert p["charger"]["session_energy_wh"] == 500.0
+
+
+# ---- 2. a failed serial open does not lock the port -----------------------------------------
+
+
+def _port_is_free(port: str) -> bool:
+    try:
+        serial.serial_for_url(port, exclusive=True, baudrate=9600).close()
+    except serial.SerialException:
+        return False
+    return True
+
+
+async def test_a_rejected_line_setting_is_reported_each_retry_and_leaves_the_port_free(
+        cable: PtyCable, caplog: pytest.LogCaptureFixture, no_gc: None) -> None:
+    # A pty refuses parity: the open fails after pymodbus has locked the port.
+    with caplog.at_level(logging.WARNING):
+        async with running_hub(modbus_cfg(cable.a, parity="E")) as (hub, cap):
+            _, ev = await cap.wait_event("periph_lost", "charger-1", within_s=3)
+            assert ev["reasons"] == ["port_error"]
+            for n in range(2, 6):
+                await _until(lambda n=n: hub.monitors["charger-1"].rejected >= n)
+                assert _port_is_free(cable.a), n  # between retries, nothing holds it
+    lines = [r.getMessage() for r in caplog.records if "charger-1" in r.getMessage()]
+    assert len(lines) == 5, lines  # 5 per minute and reason, then held back
+    assert all("rejected the line settings (9600 baud 8E1): [Errno 22]" in m for m in lines)
+    assert not any("lock" in r.getMessage() for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_after_a_failed_open_the_same_port_opens_in_the_same_process(
+        cable: PtyCable, slave: ModbusSlave, no_gc: None) -> None:
+    slave.regs = indie_image(230.0, 0, 0, 0.0, 10.0, state=1)
+    bad = ModbusBus(ModbusSettings(port=cable.a, parity="E", timeout_s=0.2))
+    why = []
+    for _ in range(2):
+        with pytest.raises(ModbusReject) as e:
+            await bad.read(1, "input", 0x1000, 2)
+        assert e.value.reason == "port_error"
+        why.append(str(e.value))
+    good = ModbusBus(ModbusSettings(port=cable.a, timeout_s=0.5))
+    try:
+        assert await good.read(1, "input", 0x1000, 2) == [1, 0]
+    finally:
+        good.close()
+        bad.close()
+    assert all("the device rejected the line settings (9600 baud 8E1): [Errno 22] Invalid "
+               "argument" in w for w in why), why

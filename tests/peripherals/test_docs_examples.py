@@ -43,3 +43,22 @@ def test_protocol_example_frames_are_valid() -> None:
     assert len(frames) == 2
     for frame in frames:
         AsciiV1.unframe(frame.encode() + b"\r\n")
+
+
+def test_the_silent_charger_deadline_is_the_one_the_code_and_tests_use() -> None:
+    from edge_controller.peripherals.ocpp_proxy import CLOSE_TIMEOUT_S
+
+    assert CLOSE_TIMEOUT_S == 1.0
+    assert "`ping_s + ping_s + 1 s`" in DOC and "`2 x ping_s + 1 s + lost_after_s`" in DOC
+
+
+def test_mqtt_md_describes_the_periph_status_and_events() -> None:
+    from edge_controller.peripherals.base import EVENTS
+
+    mqtt = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
+    assert "RESERVED" not in mqtt
+    tree = mqtt[mqtt.index("## Topic tree"):mqtt.index("## Payload conventions")]
+    assert "status                pole → backend   retained   charging pile" in tree
+    brief = mqtt[mqtt.index("## The messages in brief"):mqtt.index("## Connection")]
+    for name in EVENTS:
+        assert f"`{name}`" in brief, name

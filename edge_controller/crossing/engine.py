@@ -66,7 +66,7 @@ class CrossingEngine:
         in replay."""
         if isinstance(self.signal, CameraSignal) and image is not None:
             self.signal.observe(image, t)
-        tracks = self.tracker.update(t, detections)
+        tracks = self.tracker.update(t, detections, image)
         known = {tr.id for tr in self.tracker.tracks(include_lost=True)}
         sig = self.signal_state(t)
         self.last_signal = sig

@@ -3,9 +3,20 @@
 A violation is a tracked person whose ground point enters a road zone
 (carriageway or crosswalk) from outside while the pedestrian signal is red,
 later than `grace_s` after red onset. People already inside at red onset (or
-first seen inside) are not violators. One violation per track per crossing: the
-track must leave the zone before it can violate there again. A stale or unknown
-signal never yields a violation.
+first seen inside) are not violators. A stale or unknown signal never yields a
+violation.
+
+The entry time is when the ground point crossed the zone edge, interpolated from
+the track's recent history, not the later moment the hysteresis band confirmed
+it: the grace period is judged on that time, and the violation carries both.
+
+One violation per person and crossing. A track that steps back out and in again
+within `reentry_s` is still on the same crossing and does not violate again (a
+person who really goes back to the kerb and crosses again later is a new
+crossing). Neither does a new track that is the same person under another id: one
+that starts where a track that already violated in this phase was lost (its
+position carried forward at its last speed), or one whose box lies on top of a
+violator's box (the detector split a person).
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_controller.crossing.signal import SignalState
-from edge_controller.crossing.tracker import Track
+from edge_controller.crossing.tracker import Track, iou_matrix
 from edge_controller.crossing.zones import Presence, Zone
 
 
@@ -25,11 +36,20 @@ class RuleParams:
     max_signal_age_s: float = 2.0  # an older signal reading is stale
     min_track_hits: int = 3  # a track this young is not trusted yet
     hysteresis_px: float = 6.0
+    history_s: float = 3.0  # ground-point history kept per track (entry interpolation)
+    entry_depth_px: float = 0.0  # the entry time is when the ground point was this deep in
+    min_entry_speed: float = 0.15  # box heights per second: someone standing on the edge,
+    # whose ground point only jitters across the band, is not entering
+    reentry_s: float = 0.5  # out of the zone at least this long before a new crossing counts
+    dedupe_window_s: float = 2.0  # a violator lost this recently may reappear under a new id
+    dedupe_radius: float = 0.75  # ... within this many box heights of where it was heading,
+    dedupe_growth: float = 0.25  # ... a radius that grows by this many heights per second
+    dedupe_iou: float = 0.3  # a new violator overlapping a live one this much is the same
 
 
 @dataclass(frozen=True)
 class Violation:
-    t: float
+    t: float  # when the ground point crossed into the zone (interpolated)
     frame: int
     zone: str
     track_id: int
@@ -37,10 +57,12 @@ class Violation:
     confidence: float
     signal: str
     signal_source: str
-    red_for_s: float
+    red_for_s: float  # at the entry time
+    confirmed_t: float = 0.0  # when the hysteresis band confirmed the entry (frame time)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"t": round(self.t, 3), "frame": self.frame, "zone": self.zone,
+        return {"t": round(self.t, 3), "confirmed_t": round(self.confirmed_t, 3),
+                "frame": self.frame, "zone": self.zone,
                 "track_id": self.track_id, "direction": self.direction,
                 "confidence": round(self.confidence, 3), "signal": self.signal,
                 "signal_source": self.signal_source, "red_for_s": round(self.red_for_s, 3)}
@@ -78,13 +100,90 @@ class ZoneCounters:
                 "violations_last_hour": len(self.recent_violations)}
 
 
+@dataclass
+class _Seen:
+    """What the rule remembers of a track: recent ground points, size and speed."""
+
+    points: deque[tuple[float, float, float]] = field(default_factory=deque)  # t, x, y
+    height: float = 0.0
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class _Violator:
+    track_id: int
+    zone: str
+    phase: float  # red onset of the phase it violated in
+    left_at: float | None = None  # when the track was last seen leaving the zone
+
+
+def entry_time(zone: Zone, points: deque[tuple[float, float, float]], now: float,
+               depth: float = 0.0) -> float:
+    """When the ground point crossed the zone edge: linear interpolation between the last
+    sample outside and the next one, walking back through the history. `now` when the
+    history holds no sample outside (the track was first seen at the edge)."""
+    pts = list(points)
+    d_next: float | None = None
+    for k in range(len(pts) - 1, -1, -1):
+        t, x, y = pts[k]
+        d = zone.signed_distance(x, y) - depth
+        if d < 0:
+            if d_next is None:
+                return now
+            t1 = pts[k + 1][0]
+            return t + (t1 - t) * (-d) / max(d_next - d, 1e-9)
+        d_next = d
+    return pts[0][0] if pts else now
+
+
 class CrossingRule:
     def __init__(self, zones: list[Zone], params: RuleParams | None = None) -> None:
         self.p = params or RuleParams()
         self.zones = [z for z in zones if z.is_road]
         self.presence = Presence(self.p.hysteresis_px)
         self.counters = {z.name: ZoneCounters() for z in self.zones}
-        self._violated: set[tuple[int, str]] = set()  # until the track leaves that zone
+        self._seen: dict[int, _Seen] = {}
+        # Violators of the current red phases, bounded: one entry per person and zone.
+        self._violators: dict[tuple[int, str], _Violator] = {}
+        self.duplicates_suppressed = 0
+
+    def _remember(self, t: float, tracks: list[Track]) -> None:
+        for tr in tracks:
+            s = self._seen.setdefault(tr.id, _Seen())
+            fx, fy = tr.foot
+            s.points.append((t, fx, fy))
+            while s.points and t - s.points[0][0] > self.p.history_s:
+                s.points.popleft()
+            s.height = float(tr.box[3] - tr.box[1])
+            s.velocity = tr.velocity
+
+    def _same_person(self, t: float, tr: Track, zone: str, phase: float,
+                     visible: dict[int, Track]) -> bool:
+        """Whether `tr` is a person who already violated in this zone and phase under
+        another track id."""
+        fx, fy = tr.foot
+        for v in self._violators.values():
+            if v.zone != zone or v.phase != phase or v.track_id == tr.id:
+                continue
+            other = visible.get(v.track_id)
+            if other is not None:
+                if float(iou_matrix(tr.box[None, :4], other.box[None, :4])[0, 0]) \
+                        >= self.p.dedupe_iou:
+                    return True
+                continue  # a different person, in view at the same time
+            seen = self._seen.get(v.track_id)
+            if seen is None or not seen.points:
+                continue
+            last_t, lx, ly = seen.points[-1]
+            gone = t - last_t
+            if gone > self.p.dedupe_window_s:
+                continue
+            vx, vy = seen.velocity
+            px, py = lx + vx * gone, ly + vy * gone
+            reach = max(seen.height, 1.0) * (self.p.dedupe_radius + self.p.dedupe_growth * gone)
+            if (fx - px) ** 2 + (fy - py) ** 2 <= reach**2:
+                return True
+        return False
 
     def step(self, t: float, frame: int, tracks: list[Track], signal: SignalState,
              known_ids: set[int] | None = None) -> tuple[list[Violation], list[Crossing]]:
@@ -97,32 +196,58 @@ class CrossingRule:
         violations: list[Violation] = []
         crossings: list[Crossing] = []
         usable = signal.usable(t, self.p.max_signal_age_s)
-        red_for = (t - signal.since) if (signal.since is not None) else -1.0
+        red = usable and signal.colour == "red" and signal.since is not None
+        phase = signal.since if (red and signal.since is not None) else -1.0
+        self._remember(t, tracks)
+        visible = {tr.id: tr for tr in tracks}
         for tr in tracks:
             for z in self.zones:
                 key = (tr.id, z.name)
                 was = self.presence.inside.get(key)
                 now_in = self.presence.update(tr.id, z, tr.foot)
-                if not now_in:
-                    self._violated.discard(key)
-                    continue
-                if was is not False:
-                    continue  # already inside, or first seen inside: not an entry
+                prior = self._violators.get(key)
+                if prior is not None and not now_in and prior.left_at is None:
+                    prior.left_at = t
+                if not now_in or was is not False:
+                    continue  # outside, already inside, or first seen inside: not an entry
                 crossings.append(Crossing(t, z.name, tr.id))
                 c = self.counters[z.name]
                 c.crossings += 1
                 c.recent_crossings.append(t)
-                if (usable and signal.colour == "red" and red_for >= self.p.grace_s
-                        and tr.hits >= self.p.min_track_hits and key not in self._violated):
-                    self._violated.add(key)
-                    c.violations += 1
-                    c.recent_violations.append(t)
-                    violations.append(Violation(
-                        t, frame, z.name, tr.id, direction_of(tr.velocity), tr.score,
-                        signal.colour, signal.source, red_for))
-        live = {tr.id for tr in tracks} | (known_ids or set())
+                if not red or tr.hits < self.p.min_track_hits:
+                    continue
+                height = max(float(tr.box[3] - tr.box[1]), 1.0)
+                if (tr.velocity[0] ** 2 + tr.velocity[1] ** 2) ** 0.5 \
+                        < self.p.min_entry_speed * height:
+                    continue
+                entered = min(entry_time(z, self._seen[tr.id].points, t,
+                                         self.p.entry_depth_px), t)
+                red_for = entered - phase
+                if red_for < self.p.grace_s:
+                    continue  # entered before red, or inside the grace period
+                if prior is not None and prior.phase == phase and (
+                        prior.left_at is None or entered - prior.left_at < self.p.reentry_s):
+                    continue  # a step back out and in: still the same crossing
+                if self._same_person(t, tr, z.name, phase, visible):
+                    self.duplicates_suppressed += 1
+                    self._violators[key] = _Violator(tr.id, z.name, phase)
+                    continue
+                self._violators[key] = _Violator(tr.id, z.name, phase)
+                c.violations += 1
+                c.recent_violations.append(t)
+                violations.append(Violation(
+                    entered, frame, z.name, tr.id, direction_of(tr.velocity), tr.score,
+                    signal.colour, signal.source, red_for, confirmed_t=t))
+        live = set(visible) | (known_ids or set())
         self.presence.forget(live)
-        self._violated &= {k for k in self._violated if k[0] in live}
+        # A track is remembered for the dedupe window after it ends, and a violator as
+        # long as its track is: memory is bounded by the people recently in view.
+        for tid in [k for k, s in self._seen.items()
+                    if k not in live and (not s.points or t - s.points[-1][0]
+                                          > self.p.dedupe_window_s)]:
+            del self._seen[tid]
+        for k in [k for k in self._violators if k[0] not in self._seen]:
+            del self._violators[k]
         return violations, crossings
 
     def counters_dict(self, now: float) -> dict[str, dict[str, int]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_controller.camera.source import Frame
+from edge_controller.clock import utc_iso
 from edge_controller.crossing.audio import AlsaPlayer, Play, Played, WarningPolicy
 from edge_controller.crossing.engine import CrossingEngine, zones_from_config
 from edge_controller.crossing.privacy import snapshot_jpeg
@@ -104,9 +105,12 @@ class CrossingService:
             step = self.engine.step(f.index, time.time(), r.detections, f.image)
             self.tracks_live = len(step.tracks)
             for v in step.violations:
-                detail: dict[str, Any] = {**v.as_dict(), "t": None}
-                detail.pop("t")
-                detail.pop("frame")
+                detail: dict[str, Any] = v.as_dict()
+                for k in ("t", "confirmed_t", "frame"):
+                    detail.pop(k)
+                # Both instants: the grace period was judged on the entry.
+                detail["entered_at"] = utc_iso(v.t)
+                detail["confirmed_at"] = utc_iso(v.confirmed_t)
                 if self.cfg.crossing.evidence:
                     jpg = snapshot_jpeg(f.image, r.detections,
                                         self.cfg.crossing.evidence_max_kb * 1024)

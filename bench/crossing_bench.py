@@ -28,49 +28,102 @@ sys.path.insert(0, str(ROOT / "bench"))
 from mot_eval import evaluate, load_gt  # noqa: E402
 
 from edge_controller.config import Config  # noqa: E402
-from edge_controller.crossing.tracker import Tracker  # noqa: E402
+from edge_controller.crossing.tracker import Tracker, TrackerParams  # noqa: E402
 from edge_controller.detect import DetectionPipeline  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
 
 
+BASELINE = TrackerParams(app_weight=0.0, reid_min_sim=2.0, reid_max_s=2.0, coast_decay=1.0)
+
+
 def tracking() -> None:
+    """MOTA/IDF1 before (IoU only: appearance, re-identification and coasting off, no
+    image) and after (as shipped), on the same detections; then duplicate violations
+    per person on the reference scenarios."""
     if not (DATA / "vtest.avi").is_file():
         print(f"tracking: skipped, no PETS09 data at {DATA}")
         return
     cfg = Config()
     pipe = DetectionPipeline(cfg.detector)
-    tracker = Tracker()
     cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
-    hyp: dict[int, list[tuple[int, np.ndarray]]] = {}
-    i = 0
+    frames: list[np.ndarray] = []
+    dets: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     while True:
         ok, img = cap.read()
         if not ok:
             break
-        dets = pipe.process(i, i / 10, img)
-        if dets is not None:
-            tracks = tracker.update(i / 10, dets)
-            hyp[i] = [(t.id, t.box[:4].copy()) for t in tracks]
-        else:
-            hyp[i] = hyp.get(i - 1, [])  # a skipped frame keeps the last tracks
-        i += 1
+        d = pipe.process(len(frames), len(frames) / 10, img)
+        if d is not None:
+            dets[len(frames)] = d
+        frames.append(img)
     wall = time.perf_counter() - t0
-    for name, first, last in (("frames 400-794", 400, 794), ("whole clip", 0, 794)):
-        gt, ign = load_gt(DATA / "gt.txt", first, last)
-        r = evaluate(gt, ign, hyp, range(first, last + 1))
-        print(f"tracking, {name}: MOTA {r.mota:.3f}, IDF1 {r.idf1:.3f} "
-              f"(FP {r.fp}, FN {r.fn}, ID switches {r.idsw}, GT boxes {r.gt})")
-    print(f"detector + tracker: {i} frames in {wall:.1f} s ({i / wall:.1f} fps, 2 cores "
-          f"shared, threads={cfg.detector.threads})")
+    print(f"detector: {len(frames)} frames in {wall:.1f} s ({len(frames) / wall:.1f} fps, "
+          f"threads={cfg.detector.threads})")
+    for label, params, use_image in (("before (IoU only)", BASELINE, False),
+                                     ("after (as shipped)", TrackerParams(), True)):
+        tracker = Tracker(params)
+        hyp: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i, img in enumerate(frames):
+            if i in dets:
+                tracks = tracker.update(i / 10, dets[i], img if use_image else None)
+                hyp[i] = [(t.id, t.box[:4].copy()) for t in tracks]
+            else:
+                hyp[i] = hyp.get(i - 1, [])  # a skipped frame keeps the last tracks
+        for name, first, last in (("frames 400-794", 400, 794), ("whole clip", 0, 794)):
+            gt, ign = load_gt(DATA / "gt.txt", first, last)
+            r = evaluate(gt, ign, hyp, range(first, last + 1))
+            print(f"tracking {label}, {name}: MOTA {r.mota:.3f}, IDF1 {r.idf1:.3f} "
+                  f"(FP {r.fp}, FN {r.fn}, ID switches {r.idsw}, GT boxes {r.gt})")
+    duplicates(frames, dets)
+
+
+def duplicates(frames: list[np.ndarray], dets: dict[int, np.ndarray]) -> None:
+    """Violations per ground-truth person: each violation is assigned to the GT person
+    whose ground point is nearest its track's at the confirming frame; a person with
+    two violations in one zone and red phase is a duplicate."""
+    import tomllib
+
+    from edge_controller.config import parse
+    from edge_controller.crossing.engine import CrossingEngine, zones_from_config
+    from tests.crossing.reference_violations import feet
+    from tests.crossing.scenarios import SCENARIOS
+    from tests.crossing.test_replay_reference import config_text, score
+
+    gt = feet(str(DATA / "gt.txt"))
+    for s in SCENARIOS.values():
+        cfg = parse(tomllib.loads(config_text(s)), "bench.toml")
+        engine = CrossingEngine(zones_from_config(cfg.zones), cfg.crossing, cfg.signal, "UTC")
+        got: list[tuple[float, str]] = []
+        per_person: dict[tuple[int, str, float], int] = {}
+        for i, img in enumerate(frames):
+            if i not in dets:
+                continue
+            st = engine.step(i, i / 10, dets[i], img)
+            for v in st.violations:
+                got.append((v.t, v.zone))
+                tr = next(t for t in st.tracks if t.id == v.track_id)
+                fx, fy = tr.foot
+                near = [(abs(x - fx) + abs(y - fy), pid) for pid, tk in gt.items()
+                        if i in tk for x, y in [tk[i]]]
+                if near:
+                    pid = min(near)[1]
+                    onset = st.signal.since or 0.0
+                    k = (pid, v.zone, round(onset, 1))
+                    per_person[k] = per_person.get(k, 0) + 1
+        hits, extras, total, _ = score(s, got)
+        dup = sum(n - 1 for n in per_person.values() if n > 1)
+        print(f"violations, scenario {s.name}: recall {hits / total:.2f} ({hits}/{total}), "
+              f"extras {extras}, duplicate violations per person and red phase {dup}")
 
 
 def latency(seconds: float) -> None:
     import shutil
 
-    from edge_controller.sim.broker import start_broker
-    from edge_controller.sim.pole import SAMPLE_VIDEO, SimPole
+    from polesim.broker import start_broker
+    from polesim.pole import SAMPLE_VIDEO, SimPole
+
     from hil_tests.capture import Capture
     from hil_tests.test_crossing import ZONE, _red_since
 

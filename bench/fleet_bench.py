@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-from edge_controller.sim.broker import start_mosquitto  # noqa: E402
+from polesim.broker import start_mosquitto  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 FULL_STEPS = [1000, 2000, 5000, 10000, 15000, 19000]

@@ -31,9 +31,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polesim.peripherals.demo import run_demo_peers  # noqa: E402
+
 from edge_controller.peripherals import PeripheralHub, PeripheralsConfig  # noqa: E402
 from edge_controller.peripherals.modbus_charger import ModbusBus, read_plan  # noqa: E402
-from edge_controller.sim.peripherals.demo import run_demo_peers  # noqa: E402
 
 CPU_S = float(os.environ.get("PERIPH_BENCH_CPU_S", "20"))
 N_LATENCY = int(os.environ.get("PERIPH_BENCH_N", "20"))
@@ -188,10 +189,11 @@ def mqtt_phase() -> None:
     if "peripherals" not in Config.model_fields:
         print("  skipped: the controller has no [peripherals] section yet (not wired)")
         return
-    from edge_controller.sim.broker import start_broker
-    from edge_controller.sim.firmware import DEFAULT_BUILD
-    from edge_controller.sim.peripherals.demo import start_demo_peers
-    from edge_controller.sim.pole import SimPole
+    from polesim.broker import start_broker
+    from polesim.firmware import DEFAULT_BUILD
+    from polesim.peripherals.demo import start_demo_peers
+    from polesim.pole import SimPole
+
     from hil_tests.capture import Capture
 
     if not (DEFAULT_BUILD / "main.mpy").exists():

@@ -22,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polesim.broker import start_broker  # noqa: E402
+from polesim.firmware import SimFirmware  # noqa: E402
+from polesim.pole import SimPole  # noqa: E402
+from polesim.wire import PtyWire  # noqa: E402
+
 from edge_controller.clock import utc_iso  # noqa: E402
 from edge_controller.link import codec  # noqa: E402
-from edge_controller.sim.broker import start_broker  # noqa: E402
-from edge_controller.sim.firmware import SimFirmware  # noqa: E402
-from edge_controller.sim.pole import SimPole  # noqa: E402
-from edge_controller.sim.wire import PtyWire  # noqa: E402
 from hil_tests.capture import Capture  # noqa: E402
 
 

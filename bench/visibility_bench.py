@@ -166,8 +166,9 @@ def cost(frames: dict[int, np.ndarray], cam: fg.Camera) -> None:
 def failsafe(trials: int) -> None:
     """The board's reaction to a silent controller: time from the last valid frame
     to fail-safe (lamp_state failsafe=1 on the panel), against failsafe_timeout_ms."""
-    from edge_controller.sim.firmware import SimFirmware
-    from edge_controller.sim.wire import PtyWire
+    from polesim.firmware import SimFirmware
+    from polesim.wire import PtyWire
+
     from tests.firmware.linkctl import Ctl
 
     with tempfile.TemporaryDirectory() as d:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polesim.broker import Broker, mosquitto_path, start_mosquitto
+from polesim.firmware import DEFAULT_BUILD
+from polesim.pole import ROOT, SimPole, render_toml
 
-from edge_controller.sim.broker import Broker, mosquitto_path, start_mosquitto
-from edge_controller.sim.firmware import DEFAULT_BUILD
-from edge_controller.sim.pole import ROOT, SimPole, render_toml
 from hil_tests.capture import Capture
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

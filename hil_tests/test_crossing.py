@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from polesim.pole import SAMPLE_VIDEO, SimPole
 
-from edge_controller.sim.pole import SAMPLE_VIDEO, SimPole
 from hil_tests.capture import Capture
 from tests.api.schemas import validate_message
 

@@ -24,8 +24,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from polesim.pole import SAMPLE_VIDEO, SimPole
 
-from edge_controller.sim.pole import SAMPLE_VIDEO, SimPole
 from hil_tests.capture import Capture
 from tests.visibility import foggen as fg
 from tests.visibility.conftest import PETS_HEIGHT_M, PETS_ROLL_DEG, PETS_TILT_DEG, PETS_VFOV_DEG

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from polesim.peripherals.demo import DemoPeersThread, start_demo_peers
+from polesim.pole import SimPole
 
-from edge_controller.sim.peripherals.demo import DemoPeersThread, start_demo_peers
-from edge_controller.sim.pole import SimPole
 from hil_tests.capture import Capture, Msg
 
 pytestmark = pytest.mark.hil

@@ -10,11 +10,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from polesim.broker import start_embedded
+from polesim.firmware import PanelClient
+from polesim.pole import SimPole
 
 from edge_controller.clock import utc_iso
-from edge_controller.sim.broker import start_embedded
-from edge_controller.sim.firmware import PanelClient
-from edge_controller.sim.pole import SimPole
 from hil_tests.capture import Capture, Msg
 from tests.api.schemas import ValidationError, validate, validate_message
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from edge_controller.sim.broker import mosquitto_path, start_mosquitto
-from edge_controller.sim.firmware import PanelClient
-from edge_controller.sim.pole import ROOT, SimPole
+from polesim.broker import mosquitto_path, start_mosquitto
+from polesim.firmware import PanelClient
+from polesim.pole import ROOT, SimPole
 
 pytestmark = pytest.mark.hil
 

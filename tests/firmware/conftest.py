@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from polesim.firmware import SimFirmware
+from polesim.wire import PtyWire
 
-from edge_controller.sim.firmware import SimFirmware
-from edge_controller.sim.wire import PtyWire
 from tests.firmware.linkctl import Ctl
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from polesim.firmware import SimFirmware
+from polesim.wire import PtyWire
+
 from edge_controller.config import LinkConfig
 from edge_controller.link.client import LinkClient
-from edge_controller.sim.firmware import SimFirmware
-from edge_controller.sim.wire import PtyWire
 
 # Fewer commands than sequence numbers (256), so a (type, seq) that ran twice is a
 # double execution, not a wrapped counter.

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from polesim.firmware import find_micropython
 
-from edge_controller.sim.firmware import find_micropython
 from tests.firmware.conftest import RigFactory
 
 HERE = Path(__file__).resolve().parent

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from polesim.firmware import find_micropython
 
 from edge_controller.link import codec as lc
-from edge_controller.sim.firmware import find_micropython
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

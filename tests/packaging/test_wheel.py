@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polesim.broker import Broker, mosquitto_path, start_mosquitto
+from polesim.pole import render_toml
 
-from edge_controller.sim.broker import Broker, mosquitto_path, start_mosquitto
-from edge_controller.sim.pole import render_toml
 from hil_tests.capture import Capture
 from tests.api.schemas import validate_message
 
@@ -116,7 +116,7 @@ def test_clean_venv_has_the_runtime_only(venv: Path, tmp_path: Path) -> None:
         "print(json.dumps({'file': edge_controller.__file__, 'path': sys.path,\n"
         "  'missing': [n for n in sys.argv[1:] if importlib.util.find_spec(n) is None],\n"
         "  'loaded': sorted(n for n in sys.modules\n"
-        "                   if n.startswith(('polectl', 'edge_controller.sim'))),\n"
+        "                   if n.startswith(('polectl', 'polesim'))),\n"
         "  'version': __version__, 'meta': m.version('smartpole'),\n"
         "  'model': str(resources.path(resources.DETECTOR_MODEL)),\n"
         "  'kinds': resources.schema_kinds()}))\n"

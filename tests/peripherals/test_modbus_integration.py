@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from edge_controller.sim.peripherals.modbus_charger import ModbusChargerSim
+from polesim.peripherals.modbus_charger import ModbusChargerSim
 
 from .conftest import running_hub, state
 

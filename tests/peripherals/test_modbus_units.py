@@ -7,6 +7,11 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polesim.peripherals.modbus_charger import (
+    crc16_modbus,
+    encode_register,
+    with_crc,
+)
 
 from edge_controller.peripherals.config import ModbusProfileConfig, RegisterConfig
 from edge_controller.peripherals.modbus_charger import (
@@ -14,11 +19,6 @@ from edge_controller.peripherals.modbus_charger import (
     decode,
     decode_register,
     read_plan,
-)
-from edge_controller.sim.peripherals.modbus_charger import (
-    crc16_modbus,
-    encode_register,
-    with_crc,
 )
 
 DEFAULT = ModbusProfileConfig()

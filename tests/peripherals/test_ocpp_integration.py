@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 import pytest
+from polesim.peripherals.demo import free_port
+from polesim.peripherals.ocpp import SimCentralSystem, SimChargePoint
 from websockets.exceptions import InvalidStatus
 
 from edge_controller.peripherals.base import PeripheralHub
 from edge_controller.peripherals.ocpp_proxy import OcppProxyAdapter
-from edge_controller.sim.peripherals.demo import free_port
-from edge_controller.sim.peripherals.ocpp import SimCentralSystem, SimChargePoint
 
 from .conftest import Captured, running_hub, state
 

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from edge_controller.sim.peripherals.screen import ScreenSim
+from polesim.peripherals.screen import ScreenSim
 
 from .conftest import running_hub
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from polesim.peripherals.screen import ScreenSim
 
 from edge_controller.peripherals.led_screen import (
     PROFILES,
@@ -11,7 +12,6 @@ from edge_controller.peripherals.led_screen import (
     describe_profiles,
     xor_checksum,
 )
-from edge_controller.sim.peripherals.screen import ScreenSim
 
 P = AsciiV1()
 

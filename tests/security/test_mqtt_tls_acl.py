@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from polesim.broker import free_port, mosquitto_path, wait_port
 
 from edge_controller.config import MqttConfig
-from edge_controller.sim.broker import free_port, mosquitto_path, wait_port
 from edge_controller.uplink.mqtt import Record, Uplink
 from edge_controller.uplink.topics import Topics
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
-
-from edge_controller.sim.broker import Broker, mosquitto_path, start_mosquitto
+from polesim.broker import Broker, mosquitto_path, start_mosquitto
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 COMMANDS = ("flash", "provision", "commission", "calibrate", "fleet-sim", "ingest")

@@ -21,9 +21,9 @@ from polectl.calibrate import (
     set_key,
     set_zones,
 )
+from polesim.pole import SAMPLE_VIDEO
 
 from edge_controller.config import load
-from edge_controller.sim.pole import SAMPLE_VIDEO
 from tests.tools.conftest import chromium
 
 CONFIG = """\

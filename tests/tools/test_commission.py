@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from polectl.commission import grab_frame
 from polectl.provision import LocalCA
+from polesim.broker import Broker, free_port, mosquitto_path, start_mosquitto
+from polesim.firmware import DEFAULT_BUILD
+from polesim.pole import ROOT, SAMPLE_VIDEO, SimPole
 from typer.testing import CliRunner
 
-from edge_controller.sim.broker import Broker, free_port, mosquitto_path, start_mosquitto
-from edge_controller.sim.firmware import DEFAULT_BUILD
-from edge_controller.sim.pole import ROOT, SAMPLE_VIDEO, SimPole
 from tests.tools.conftest import need
 
 ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]

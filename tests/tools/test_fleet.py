@@ -21,10 +21,10 @@ from polectl.fleet import (
     run_fleet,
     run_ingest,
 )
+from polesim.broker import Broker
 from typer.testing import CliRunner
 
 from edge_controller.clock import utc_iso
-from edge_controller.sim.broker import Broker
 from hil_tests.capture import Capture
 from tests.api.schemas import validate_message
 

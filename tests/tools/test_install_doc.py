@@ -13,8 +13,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from polesim.pole import ROOT
 
-from edge_controller.sim.pole import ROOT
 from tests.tools.conftest import need
 
 DOC = ROOT / "docs" / "install.md"

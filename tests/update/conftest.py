@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polesim.firmware import SimFirmware
+from polesim.wire import PtyWire
 
 from edge_controller.config import LinkConfig
 from edge_controller.link.client import LinkClient
-from edge_controller.sim.firmware import SimFirmware
-from edge_controller.sim.wire import PtyWire
 from edge_controller.update import bundle as bundles
 from edge_controller.update import signing
 from edge_controller.update.uploader import UpdateTap

@@ -25,9 +25,9 @@ from polectl.deploy import (
     parse_hashes,
     run_mpremote,
 )
+from polesim.firmware import find_micropython
 from typer.testing import CliRunner
 
-from edge_controller.sim.firmware import find_micropython
 from edge_controller.update import bundle as bundles
 from edge_controller.update import signing
 from tests.update.conftest import BoardFactory, Builds, Keys, slot_verified
@@ -103,8 +103,8 @@ def test_errors_suggest_the_fix(keys: Keys, tmp_path: Path, new_bundle: bundles.
 def test_board_without_slots_is_told_to_use_mpremote(builds: Builds, keys: Keys,
                                                      new_bundle: bundles.Bundle,
                                                      tmp_path: Path) -> None:
-    from edge_controller.sim.firmware import SimFirmware
-    from edge_controller.sim.wire import PtyWire
+    from polesim.firmware import SimFirmware
+    from polesim.wire import PtyWire
 
     spb = tmp_path / "ok.spb"
     spb.write_bytes(new_bundle.data)

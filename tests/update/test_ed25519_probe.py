@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from polesim.firmware import find_micropython
 
-from edge_controller.sim.firmware import find_micropython
 from edge_controller.update import signing
 
 HERE = Path(__file__).resolve().parent

@@ -174,7 +174,7 @@ def sim(
 ) -> None:
     """Run a whole simulated pole (firmware on the MicroPython unix port, broker, controller)
     on a recorded clip, with a live view of what it publishes; exits when the clip ends."""
-    from edge_controller.sim.pole import run_sim
+    from polesim.pole import run_sim
 
     code = run_sim(video=video, broker=broker, allow_apt=allow_apt, live=live, workdir=workdir,
                    crossing=crossing, audio_device=audio_device)

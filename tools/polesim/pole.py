@@ -1,0 +1,280 @@
+"""A whole simulated pole: firmware on the MicroPython unix port, a pty cable, the controller.
+
+Used by `polectl sim` (`make run`) and by the HIL harness. The controller runs
+as its own process with a generated TOML config, exactly as on a pole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from polesim.broker import Broker, start_broker
+from polesim.firmware import DEFAULT_BUILD, SimFirmware
+from polesim.wire import PtyWire
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_VIDEO = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _table(out: list[str], header: str, kv: dict[str, object]) -> None:
+    out.append(header)
+    subs = []
+    for k, v in kv.items():
+        if isinstance(v, dict):
+            subs.append((k, v))
+        else:
+            out.append(f"{k} = {_toml_value(v)}")
+    out.append("")
+    name = header.strip("[]")
+    for k, v in subs:
+        _table(out, f"[{name}.{k}]", v)
+
+
+def render_toml(sections: dict[str, object]) -> str:
+    """Just enough TOML for generated pole configs: tables, sub-tables, arrays of tables."""
+    out: list[str] = []
+    for name, body in sections.items():
+        if isinstance(body, list):
+            for item in body:
+                _table(out, f"[[{name}]]", item)
+        elif isinstance(body, dict):
+            _table(out, f"[{name}]", body)
+    return "\n".join(out)
+
+
+DEMO_ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]
+
+
+def plan_red_since(seconds_ago: float, red_s: float, green_s: float) -> dict[str, float]:
+    """A fixed-time plan (UTC) whose current red phase began `seconds_ago`."""
+    now = time.time()
+    into_day = now % 86400
+    return {"red_s": red_s, "green_s": green_s,
+            "offset_s": (into_day - seconds_ago) % (red_s + green_s)}
+
+
+def demo_crossing(audio_device: str = "null") -> dict[str, Any]:
+    """Config for `make run`: the middle of the road in the sample clip is a carriageway
+    zone; the pedestrian signal went red 3 s before start; warnings go to `audio_device`."""
+    return {
+        "zones": [{"name": "mid-road", "kind": "carriageway", "polygon": DEMO_ZONE}],
+        "signal": {"source": "plan", "plan": plan_red_since(3.0, 40.0, 20.0)},
+        "crossing": {"enabled": True, "grace_s": 1.0},
+        "audio": {"device": audio_device, "cooldown_s": 3.0},
+    }
+
+
+class SimPole:
+    def __init__(
+        self,
+        workdir: Path,
+        broker_url: str,
+        *,
+        pole_id: str = "sim-pole-1",
+        video: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        build_dir: Path = DEFAULT_BUILD,
+    ) -> None:
+        self.workdir = workdir
+        self.broker_url = broker_url
+        self.pole_id = pole_id
+        self.video = video
+        self.overrides = overrides or {}
+        self.build_dir = build_dir
+        self.wire: PtyWire | None = None
+        self.firmware: SimFirmware | None = None
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.config_path = workdir / "pole.toml"
+        self.controller_log = workdir / "controller.log"
+        self._log_fh: IO[bytes] | None = None
+
+    @property
+    def link_port(self) -> str:
+        assert self.wire is not None
+        return self.wire.ctl_path
+
+    def config(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {
+            "pole": {"id": self.pole_id},
+            "link": {"port": self.link_port},
+            "mqtt": {"url": self.broker_url},
+            "telemetry": {"interval_s": 1.0, "lamp_poll_s": 2.0},
+            "queue": {"path": str(self.workdir / "queue.sqlite3")},
+            "camera": ({"enabled": True, "source": f"file:{self.video}", "on_end": "exit"}
+                       if self.video else {"enabled": False}),
+        }
+        for sec, kv in self.overrides.items():
+            if isinstance(kv, dict):
+                sections.setdefault(sec, {}).update(kv)
+            else:
+                sections[sec] = kv  # e.g. the zones array
+        return sections
+
+    def start(self) -> SimPole:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.wire = PtyWire()
+        self.firmware = SimFirmware(self.wire.fw_path, self.build_dir,
+                                    log_path=self.workdir / "firmware.log")
+        self.firmware.start()
+        self.config_path.write_text(render_toml(self.config()))
+        self.start_controller()
+        return self
+
+    def start_controller(self) -> None:
+        self._log_fh = open(self.controller_log, "ab")  # noqa: SIM115 - lives with the process
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "edge_controller.main", "--config", str(self.config_path)],
+            stdout=self._log_fh, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def stop_controller(self, sig: int = signal.SIGTERM, within_s: float = 10.0) -> int | None:
+        p = self.controller
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(within_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        return p.returncode
+
+    def stop(self) -> None:
+        self.stop_controller()
+        if self.firmware is not None:
+            self.firmware.stop()
+        if self.wire is not None:
+            self.wire.close()
+
+    def controller_log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.controller_log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+async def scenario(pole: SimPole, host: str, port: int) -> None:
+    """A short evening on the simulated pole, so the live view has something to show:
+    dusk falls, the city backend dims the lamp up, a technician opens the door."""
+    import json
+
+    import aiomqtt
+
+    from edge_controller.clock import utc_iso
+
+    fw = pole.firmware
+    if fw is None:
+        return
+    topic = f"smartpole/v1/{pole.pole_id}/cmd"
+    async with aiomqtt.Client(host, port) as backend:
+        steps: list[tuple[float, str, dict[str, Any]]] = [
+            (2.0, "panel", {"lux": 40.0}),
+            (3.5, "panel", {"lux": 12.0}),
+            (4.0, "cmd", {"type": "lamp.set", "level": 80, "fade_ms": 2000}),
+            (6.0, "panel", {"door": 1}),
+            (8.0, "panel", {"door": 0}),
+            (9.0, "cmd", {"type": "lamp.set", "level": 50, "fade_ms": 1000}),
+        ]
+        t0 = time.monotonic()
+        for i, (at, kind, what) in enumerate(steps):
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            if kind == "panel":
+                await asyncio.to_thread(fw.panel.set, **what)
+            else:
+                cmd = {"id": f"demo-{i}", "issued_at": utc_iso(), "body": what}
+                await backend.publish(topic, json.dumps(cmd), qos=1)
+
+
+def run_sim(
+    video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path,
+    crossing: bool = True, audio_device: str = "null",
+) -> int:
+    """`make run`: a simulated pole plays a clip through its camera task, then exits."""
+    from polectl.monitor import monitor
+    from rich.console import Console
+
+    console = Console()
+    video = (video or SAMPLE_VIDEO).resolve()
+    if not video.is_file():
+        console.print(f"[red]video {video} not found[/]")
+        return 2
+    if not (DEFAULT_BUILD / "main.mpy").exists():
+        console.print("[red]no firmware build: run `make firmware` first[/]")
+        return 2
+    own: Broker | None = None
+    if ":" in broker and broker not in ("auto", "mosquitto", "embedded"):
+        host, _, port_s = broker.rpartition(":")
+        url = f"mqtt://{host}:{port_s}"
+    else:
+        own = start_broker(broker, allow_apt=allow_apt)  # type: ignore[arg-type]
+        url = own.url
+        console.print(f"broker: {own.kind} on {url}")
+    workdir = workdir.resolve()
+    from polesim.peripherals import start_demo_peers
+
+    # The pole's neighbours as real peers: a Modbus charger on a pty, an OCPP charge
+    # point (with the pole as its local central system) and an LED screen.
+    peers = start_demo_peers()
+    overrides: dict[str, Any] = {**peers.overrides(refresh_s=5.0)}
+    if crossing:
+        overrides.update(demo_crossing(audio_device))
+    pole = SimPole(workdir, url, video=video, overrides=overrides)
+    host, port = url.split("://")[1].split(":")
+    try:
+        pole.start()
+        fw_path = pole.wire.fw_path if pole.wire else "?"
+        pid = pole.controller.pid if pole.controller else "?"
+        console.print(f"firmware: MicroPython unix port on {fw_path}; controller pid {pid}; "
+                      f"logs in {workdir}")
+
+        async def watch() -> Any:
+            stop = asyncio.Event()
+
+            async def wait_controller() -> None:
+                if pole.controller is not None:
+                    await asyncio.to_thread(pole.controller.wait)
+                await asyncio.sleep(0.5)  # let the last messages land in the view
+                stop.set()
+
+            waiter = asyncio.create_task(wait_controller())
+            story = asyncio.create_task(scenario(pole, host, int(port)))
+            view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live)
+            await waiter
+            story.cancel()
+            return view
+
+        t0 = time.monotonic()
+        view = asyncio.run(watch())
+        code = pole.controller.returncode if pole.controller else 1
+        console.print(f"controller exited with {code} after {time.monotonic() - t0:.1f} s; "
+                      f"{view.total} messages seen")
+        if code != 0:
+            console.print(pole.controller_log_tail())
+        return int(code or 0)
+    finally:
+        pole.stop()
+        peers.stop()
+        if own is not None:
+            own.stop()

@@ -1,1 +1,0 @@
-"""Host-side simulation of the pole I/O board: pty cable, firmware process, sim panel."""

@@ -105,6 +105,12 @@ class MotionConfig(_Section):
         20, ge=1, le=10000, description="Run every region at least every this many processed "
         "frames, moving or not, so a person standing still is found and kept.",
     )
+    noise_k: float = Field(
+        4.0, ge=0, le=20, description="The change that counts as motion is at least this many "
+        "times the frame's noise (a robust estimate from the difference image), so sensor "
+        "noise at night or noise amplified by fog removal does not look like motion; 0: "
+        "the fixed diff_threshold only.",
+    )
 
 
 class FocusConfig(_Section):
@@ -134,6 +140,134 @@ class FocusConfig(_Section):
         if min(v) < 32:
             raise ValueError("window must be [width, height], each at least 32")
         return v
+
+
+class EnhanceConfig(_Section):
+    """What the detector does to a frame before it looks, when visibility is poor."""
+
+    enabled: bool = Field(
+        True, description="Undo fog, lift night frames and adapt thresholds before detection "
+        "(a clear daytime frame passes unchanged).",
+    )
+    regime: Literal["auto", "day", "night"] = Field(
+        "auto", description="Lighting regime: 'auto' takes it from the controller's dimming "
+        "task when it runs, else from the frame itself (its brightness); 'day'/'night' fix it.",
+    )
+    bands: int = Field(
+        36, ge=4, le=144, description="Horizontal bands the fog correction and the night gain "
+        "are estimated in (fog and lamp light change mostly with distance, i.e. with the row).",
+    )
+    haze_percentile: float = Field(
+        5.0, gt=0, le=50, description="Percentile of a band's darkest colour channel taken as "
+        "its fog veil: the darkest real things (shadows, clothes) are near black, so what "
+        "lifts them is airlight. Gives a lower bound of the transmission.",
+    )
+    haze_keep: float = Field(
+        0.05, ge=0, le=0.5, description="Share of the estimated veil left in place (the "
+        "darkest things are not quite black; removing all of it overshoots).",
+    )
+    fog_min_veil: float = Field(
+        0.06, ge=0, le=1, description="Below this estimated veil (1 - transmission) in every "
+        "band the frame counts as clear and passes unchanged.",
+    )
+    min_transmission: float = Field(
+        0.3, gt=0.01, le=1, description="Transmission floor: where fog lets less through, the "
+        "correction stops growing (it would only amplify noise).",
+    )
+    use_mor: bool = Field(
+        True, description="With a camera calibration ([visibility.calibration]) and a fresh "
+        "MOR from the visibility task, take the transmission from the fog model "
+        "t = exp(-2.996 d / MOR) (never below what the frame itself shows).",
+    )
+    smoothing: float = Field(
+        0.3, gt=0, le=1, description="Per-frame update rate of the fog and gain estimates (1: "
+        "no memory); a slow estimate does not flicker, which would look like motion.",
+    )
+    dark_level: float = Field(
+        0.06, gt=0, le=1, description="'auto' regime: a frame whose median linear brightness "
+        "is below this is a night frame.",
+    )
+    night_target: float = Field(
+        0.18, gt=0, le=1, description="Night: each band's median linear brightness is brought "
+        "to this (local exposure; the lamp's light falls off steeply with distance).",
+    )
+    night_max_gain: float = Field(
+        40.0, ge=1, le=1000, description="Most the night exposure may multiply the light by.")
+    night_denoise: float = Field(
+        1.2, ge=0, le=10, description="Night: Gaussian blur sigma (px) against sensor noise "
+        "before the gain (0: none).",
+    )
+    night_temporal: float = Field(
+        0.25, ge=0, le=1, description="Night: update rate of the running average of the "
+        "static scene that replaces noisy background pixels (0: no temporal denoising).",
+    )
+    night_grey: bool = Field(
+        True, description="Night: hand the detector a grey image (luminance only): at low "
+        "light the colour is mostly noise.",
+    )
+    score_threshold_night: float = Field(
+        0.3, ge=0, le=1, description="Detection score threshold for night frames: people "
+        "lifted out of the dark score lower than in daylight.",
+    )
+    score_threshold_grey: float = Field(
+        0.35, ge=0, le=1, description="Detection score threshold for greyscale (IR) frames: "
+        "the model was trained on colour, people in grey score lower.",
+    )
+
+
+class SightConfig(_Section):
+    """When the pole cannot see: the checks behind the crossing function's `degraded` state."""
+
+    enabled: bool = Field(
+        True, description="Check that the camera can still see the crossing (blocked, moved, "
+        "out of focus, too dark, fog too dense) and report the crossing function as degraded "
+        "when it cannot.",
+    )
+    every_frames: int = Field(
+        5, ge=1, le=1000, description="Analyse every n-th processed frame (a small grey copy).")
+    reference_frames: int = Field(
+        8, ge=1, le=200, description="Analyses whose median is the reference view (learnt at "
+        "start, with enough light).",
+    )
+    refresh_rate: float = Field(
+        0.02, ge=0, le=1, description="How fast the reference follows the view while nothing "
+        "is wrong (lighting drifts through the day).",
+    )
+    confirm: int = Field(
+        3, ge=1, le=1000, description="Analyses in a row that must show a cause before it is "
+        "reported.")
+    clear: int = Field(
+        3, ge=1, le=1000, description="Analyses in a row without a cause before it is cleared.")
+    dark_level: float = Field(
+        3.0, ge=0, le=255, description="Median grey level (0-255) of the raw frame below which "
+        "it is too dark to see anything.",
+    )
+    min_contrast: float = Field(
+        4.0, ge=0, le=255, description="Spread of grey levels (5th to 95th percentile) below "
+        "which the frame is too dark or too flat to see anything.",
+    )
+    min_transmission: float = Field(
+        0.12, ge=0, le=1, description="Fog transmission where people walk below which the "
+        "detector cannot find them (low detectability).",
+    )
+    blocked_ratio: float = Field(
+        0.3, gt=0, le=1, description="A cell whose coarse structure and fine texture both fell "
+        "below this share of the reference's is lost.",
+    )
+    blocked_share: float = Field(
+        0.5, gt=0, le=1, description="Share of lost cells at which the view is blocked.")
+    moved_px: float = Field(
+        12.0, gt=0, description="A view shifted by more than this (frame pixels) against the "
+        "reference has moved: the zones no longer lie on the road.",
+    )
+    min_similarity: float = Field(
+        0.5, ge=-1, le=1, description="Correlation of the coarse structure with the reference "
+        "below which the view has changed (the camera turned).",
+    )
+    defocus_ratio: float = Field(
+        0.45, gt=0, le=1, description="Fine texture relative to coarse structure, as a share "
+        "of the reference's, below which the lens is out of focus.",
+    )
 
 
 class DetectorConfig(_Section):
@@ -172,6 +306,10 @@ class DetectorConfig(_Section):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gating.")
     focus: FocusConfig = Field(
         default_factory=FocusConfig, description="Windows around motion between full passes.")
+    enhance: EnhanceConfig = Field(
+        default_factory=EnhanceConfig, description="Fog, night and greyscale handling.")
+    sight: SightConfig = Field(
+        default_factory=SightConfig, description="Whether the camera can see (health checks).")
 
     @field_validator("input_size")
     @classmethod

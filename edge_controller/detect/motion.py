@@ -30,6 +30,8 @@ class MotionGate:
         self._bg: npt.NDArray[np.float32] | None = None
         self._scale = 1.0
         self.mask: Mask | None = None
+        self.noise = 0.0  # robust sigma of the last difference image (grey levels)
+        self.threshold = float(cfg.diff_threshold)  # what counted as motion last time
 
     def reset(self) -> None:
         self._bg = None
@@ -54,7 +56,14 @@ class MotionGate:
             self.mask = np.ones(grey.shape, dtype=bool)
             return self.mask
         diff = cv2.absdiff(grey, self._bg)
-        mask = diff > self.cfg.diff_threshold
+        thr = float(self.cfg.diff_threshold)
+        if self.cfg.noise_k > 0:
+            # Most of a fixed camera's view stands still, so the median change is noise;
+            # 1.4826 * median(|d|) is its sigma for Gaussian noise.
+            self.noise = 1.4826 * float(np.median(diff))
+            thr = max(thr, self.cfg.noise_k * self.noise)
+        self.threshold = thr
+        mask = diff > thr
         cv2.accumulateWeighted(grey, self._bg, self.cfg.background_alpha)
         self.mask = mask
         return mask

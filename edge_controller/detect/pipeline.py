@@ -25,8 +25,10 @@ import numpy.typing as npt
 
 from edge_controller.detect.boxes import Detections, empty
 from edge_controller.detect.config import DetectorConfig
+from edge_controller.detect.enhance import Enhancer
 from edge_controller.detect.model import Detector, Model
 from edge_controller.detect.motion import MotionGate, blobs
+from edge_controller.detect.sight import SightMonitor
 from edge_controller.detect.tiling import (
     PassResult,
     PolygonLike,
@@ -76,10 +78,21 @@ class DetectionPipeline:
     """Person detector over camera frames; see the module docstring."""
 
     def __init__(self, cfg: DetectorConfig, zones: Sequence[PolygonLike] | None = None,
-                 model: Detector | None = None) -> None:
+                 model: Detector | None = None,
+                 distances: Sequence[float] | None = None) -> None:
+        """`distances`: camera distance (m) per band of rows (`enhance.bands`) from the
+        calibration, for fog removal with the visibility task's MOR (None: no calibration)."""
         self.cfg = cfg
         self.zones: list[PolygonLike] = [*cfg.crops.zones, *(zones or [])]
-        self.model: Detector = model if model is not None else Model(cfg)
+        self.enhancer = Enhancer(cfg.enhance, distances)
+        self.sight = SightMonitor(cfg.sight)
+        e = cfg.enhance
+        # The model keeps everything any regime may want; each frame then applies its own.
+        floor = (min(cfg.score_threshold, e.score_threshold_night, e.score_threshold_grey)
+                 if e.enabled else cfg.score_threshold)
+        self.model: Detector = model if model is not None else Model(
+            cfg.model_copy(update={"score_threshold": floor}))
+        self.threshold = cfg.score_threshold
         self.motion = MotionGate(cfg.motion) if cfg.motion.enabled else None
         self.stats = DetectorStats()
         self.passes: list[Pass] = []
@@ -89,6 +102,11 @@ class DetectionPipeline:
         self._last_index: int | None = None
         self._last_t: float | None = None
         self.last: Detections = empty()
+
+    def set_conditions(self, regime: str | None = None, mor_m: float | None = None) -> None:
+        """The lighting regime ("day", "twilight", "night"; None: from the frame) and the
+        MOR (m; None: unknown) the controller knows, for the frames that follow."""
+        self.enhancer.set_conditions(regime, mor_m)
 
     # -- layout --------------------------------------------------------------------------
 
@@ -143,6 +161,12 @@ class DetectionPipeline:
         if self._size != (w, h):
             self._relayout(w, h)
         refresh = not self._cache or self._since_refresh >= self.cfg.motion.refresh_frames - 1
+        raw = image
+        image = self.enhancer.apply(image)
+        en = self.enhancer
+        self.sight.update(raw, transmission=en.detectability if en.mode == "fog" else None,
+                          foggy=en.mode == "fog", night=en.mode == "night")
+        self.threshold = self.enhancer.score_threshold(self.cfg.score_threshold)
         if self.motion is not None:
             self.motion.update(image)
         done = False
@@ -168,6 +192,7 @@ class DetectionPipeline:
         x1, y1, x2, y2 = region
         inf0 = self.model.inference_s
         dets = self.model.detect(image[y1:y2, x1:x2])
+        dets = dets[dets[:, 4] >= self.threshold]
         self.stats.inferences += 1
         self.stats.inference_ms += (self.model.inference_s - inf0) * 1000
         self.stats.per_pass_runs[name] = self.stats.per_pass_runs.get(name, 0) + 1

@@ -1,0 +1,276 @@
+"""Frames made detectable before the model looks: fog removed, night lifted, greyscale noted.
+
+Sans-I/O: `Enhancer.apply(image)` takes a BGR frame and returns the frame the detector
+and the motion gate should see; what it knows of the world comes in through
+`set_conditions(regime=..., mor_m=...)` (the controller feeds the dimming task's
+regime and the visibility task's MOR) and, optionally, the camera calibration's
+distance per image band. No clock, no files.
+
+Fog (Koschmieder, in linear light): a pixel is `I = J t + A (1 - t)` with the
+transmission `t = exp(-beta d)`. The fog's veil lifts the darkest things of each
+band of rows (shadows, dark clothes, tyres) towards the airlight `A`, so
+`1 - dark / A` is a lower bound of `t` that needs no calibration. With a
+calibration and a MOR, `t = exp(-2.996 d / MOR)` per band (never below that
+bound: a wrong calibration cannot make the correction overshoot what the frame
+shows). `J = (I - A (1 - t)) / t`, the transmission floored where fog lets too
+little through. Fog and lamp light change mostly with the distance, i.e. with
+the row, so everything is estimated per horizontal band and applied as one
+lookup table per band (cheap: a few ms per frame).
+
+Night: the lamp's light falls off steeply with distance and the sensor's noise
+stays, so each band is exposed on its own (its median brought to a target,
+gain capped) after a light blur against noise, in linear light.
+
+The estimates are smoothed over frames: an estimate that flickered from frame
+to frame would look like motion everywhere to the motion gate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge_controller.detect.config import EnhanceConfig
+
+UInt8Image = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+Mode = Literal["clear", "fog", "night"]
+MOR_K = 2.996  # -ln(0.05): MOR is where contrast falls to 5 % (WMO)
+ANALYSIS_SCALE = 4  # statistics on a frame this many times smaller
+
+
+def _lin_table() -> F32:
+    x = np.arange(256, dtype=np.float64) / 255.0
+    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return lin.astype(np.float32)
+
+
+LIN = _lin_table()  # sRGB code -> linear intensity
+
+
+def to_linear(image: UInt8Image) -> F32:
+    return np.asarray(cv2.LUT(image, LIN), np.float32)
+
+
+def to_srgb(lin: npt.NDArray[np.floating]) -> UInt8Image:
+    """Linear intensity -> 8-bit sRGB (the power segment throughout: below 0.3 % linear
+    the difference to the exact curve is under one code)."""
+    x = np.asarray(np.clip(lin, 0.0, 1.0), np.float32)
+    y = cv2.pow(x, 1 / 2.4) * np.float32(1.055 * 255) - np.float32(0.055 * 255)
+    return np.asarray(np.clip(y + 0.5, 0, 255), np.uint8)
+
+
+def band_edges(height: int, bands: int) -> npt.NDArray[np.intp]:
+    n = max(1, min(bands, height))
+    return np.linspace(0, height, n + 1).round().astype(np.intp)
+
+
+def is_grey(image: UInt8Image, tol: float = 1.5) -> bool:
+    """Three (nearly) equal channels: a day/night camera in IR mode, or a mono sensor."""
+    if image.ndim < 3 or image.shape[2] == 1:
+        return True
+    s = image[::8, ::8].astype(np.int16)
+    spread = np.abs(s[..., 0] - s[..., 1]) + np.abs(s[..., 1] - s[..., 2])
+    return float(spread.mean()) < tol
+
+
+def band_distances(depth: npt.NDArray[np.floating], valid: npt.NDArray[np.bool_],
+                   bands: int) -> F32:
+    """Median camera distance (m) per band of rows of a distance map; inf where a band
+    has no ground."""
+    edges = band_edges(depth.shape[0], bands)
+    out = np.full(len(edges) - 1, np.inf, dtype=np.float32)
+    for k in range(len(edges) - 1):
+        d = depth[edges[k]:edges[k + 1]][valid[edges[k]:edges[k + 1]]]
+        if d.size:
+            out[k] = float(np.median(d))
+    return out
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """What one frame shows, per band of rows (linear light, analysis scale)."""
+
+    brightness: float  # median linear luminance of the frame
+    airlight: float  # brightest level (fog's limit): 99th percentile luminance
+    veil: F32  # per band: darkest channel's low percentile / airlight
+    level: F32  # per band: median linear luminance
+    floor: F32  # per band: low percentile of the luminance (black level at night)
+    grey: bool
+
+
+def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
+    h, w = image.shape[:2]
+    small = np.asarray(cv2.resize(image, (max(1, w // ANALYSIS_SCALE),
+                                          max(1, h // ANALYSIS_SCALE)),
+                                  interpolation=cv2.INTER_AREA), np.uint8)
+    grey = is_grey(image)
+    lin = to_linear(small)
+    if lin.ndim == 2:
+        lin = lin[..., None]
+    dark = lin.min(axis=2)
+    lum = lin.mean(axis=2)
+    airlight = max(float(np.percentile(lum, 99)), float(np.percentile(dark, 99.5)), 0.05)
+    edges = band_edges(dark.shape[0], bands)
+    veil = np.empty(len(edges) - 1, np.float32)
+    level = np.empty(len(edges) - 1, np.float32)
+    floor = np.empty(len(edges) - 1, np.float32)
+    for k in range(len(edges) - 1):
+        band_dark = dark[edges[k]:edges[k + 1]]
+        band_lum = lum[edges[k]:edges[k + 1]]
+        veil[k] = np.percentile(band_dark, percentile) / airlight
+        floor[k], level[k] = np.percentile(band_lum, (percentile, 50))
+    return FrameStats(float(np.median(lum)), airlight, np.clip(veil, 0, 1), level, floor, grey)
+
+
+class Enhancer:
+    """Per-frame enhancement with smoothed estimates; see the module docstring."""
+
+    def __init__(self, cfg: EnhanceConfig, distances: Sequence[float] | None = None) -> None:
+        self.cfg = cfg
+        # Per band of the frame: camera distance (m) from the calibration, if any.
+        self.distances = (None if distances is None
+                          else np.asarray(distances, dtype=np.float32))
+        self.regime: str | None = None  # fed: "day", "twilight", "night"
+        self.mor_m: float | None = None  # fed: the visibility task's MOR (None: unknown)
+        self.mode: Mode = "clear"
+        self.grey = False
+        self.stats: FrameStats | None = None
+        self.transmission: F32 | None = None  # smoothed, per band
+        self.airlight: float | None = None
+        self.gain: F32 | None = None  # smoothed night gain per band
+        self.floor: F32 | None = None  # smoothed night black level per band
+        self._bg: F32 | None = None  # night: running average of the static scene
+        self.frames = 0
+        self.detectability = 1.0  # median fog transmission of the last frame (1: clear)
+
+    def set_conditions(self, regime: str | None = None, mor_m: float | None = None) -> None:
+        """What the controller knows: the lighting regime and the MOR (None: unknown)."""
+        self.regime = regime
+        self.mor_m = mor_m if mor_m is not None and math.isfinite(mor_m) else None
+
+    def set_distances(self, distances: Sequence[float] | None) -> None:
+        self.distances = None if distances is None else np.asarray(distances, np.float32)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def _night(self, st: FrameStats) -> bool:
+        fixed = self.cfg.regime
+        if fixed != "auto":
+            return fixed == "night"
+        if self.regime is not None:
+            return self.regime == "night"
+        return st.brightness < self.cfg.dark_level
+
+    def _smooth(self, old: F32 | None, new: F32) -> F32:
+        if old is None or old.shape != new.shape:
+            return new
+        a = np.float32(self.cfg.smoothing)
+        return np.asarray(old * (1 - a) + new * a, np.float32)
+
+    def _transmission(self, st: FrameStats) -> F32:
+        c = self.cfg
+        # The darkest-channel cue needs colour: in a grey (IR) frame the darkest channel
+        # is the luminance, which is never near black. There only the fog model counts.
+        t = (np.ones_like(st.veil) if st.grey
+             else 1.0 - (1.0 - c.haze_keep) * st.veil)
+        if (c.use_mor and self.mor_m is not None and self.distances is not None
+                and len(self.distances) == len(t)):
+            model = np.exp(-MOR_K / self.mor_m * self.distances)
+            t = np.maximum(t, model)
+        # Before the floor: how much of a person's contrast is left (detectability).
+        self.detectability = float(np.median(t))
+        return np.asarray(np.clip(t, c.min_transmission, 1.0), np.float32)
+
+    def score_threshold(self, default: float) -> float:
+        """The detection threshold for the frame just enhanced."""
+        if self.mode == "night":
+            return min(default, self.cfg.score_threshold_night)
+        if self.grey:
+            return min(default, self.cfg.score_threshold_grey)
+        return default
+
+    # -- per frame ----------------------------------------------------------------------
+
+    def apply(self, image: UInt8Image) -> UInt8Image:
+        """The frame the detector should see (the input itself when nothing is to do)."""
+        c = self.cfg
+        self.frames += 1
+        st = frame_stats(image, c.bands, c.haze_percentile)
+        self.stats = st
+        self.grey = st.grey
+        if not c.enabled:
+            self.mode = "clear"
+            return image
+        if self._night(st):
+            self.mode = "night"
+            # The black level at night is not black: clipped read noise, sky glow, the
+            # lamp's scattered light. Left in, the gain turns it into a grey veil.
+            floor = (1.0 - c.haze_keep) * st.floor
+            gain = np.clip(c.night_target / np.maximum(st.level - floor, 1e-5), 1.0,
+                           c.night_max_gain)
+            self.gain = self._smooth(self.gain, gain.astype(np.float32))
+            self.floor = self._smooth(self.floor, floor.astype(np.float32))
+            return self._lift(image, self.gain, self.floor)
+        self.gain = None
+        t = self._transmission(st)
+        self.transmission = self._smooth(self.transmission, t)
+        a_old = self.airlight
+        self.airlight = st.airlight if a_old is None else (
+            a_old * (1 - c.smoothing) + st.airlight * c.smoothing)
+        if float(1.0 - self.transmission.min()) < c.fog_min_veil:
+            self.mode = "clear"
+            return image
+        self.mode = "fog"
+        return self._dehaze(image, self.transmission, self.airlight)
+
+    def _dehaze(self, image: UInt8Image, t: F32, airlight: float) -> UInt8Image:
+        # One 256-entry table per band: J = (I - A (1 - t)) / t in linear light.
+        tables = to_srgb((LIN[None, :] - airlight * (1 - t[:, None])) / t[:, None])
+        out = np.empty_like(image)
+        edges = band_edges(image.shape[0], len(t))
+        for k in range(len(t)):
+            y0, y1 = int(edges[k]), int(edges[k + 1])
+            out[y0:y1] = cv2.LUT(image[y0:y1], tables[k])
+        return out
+
+    def _lift(self, image: UInt8Image, gain: F32, floor: F32) -> UInt8Image:
+        c = self.cfg
+        lin = to_linear(image)
+        if lin.ndim == 3 and c.night_grey:
+            # At night the colour is mostly noise (each channel has a third of the light),
+            # and coloured noise blotches are what the model trips over: look in grey.
+            lin = np.asarray(cv2.cvtColor(lin, cv2.COLOR_BGR2GRAY), np.float32)
+        if c.night_denoise > 0:
+            lin = np.asarray(cv2.GaussianBlur(lin, (0, 0), c.night_denoise), np.float32)
+        if c.night_temporal > 0:
+            lin = self._temporal(lin)
+        edges = band_edges(image.shape[0], len(gain))
+        centres = (edges[:-1] + edges[1:]) / 2
+        rows = np.arange(image.shape[0])
+        g = np.interp(rows, centres, gain).astype(np.float32)
+        f = np.interp(rows, centres, floor * gain).astype(np.float32)
+        shape = (-1, 1, 1) if lin.ndim == 3 else (-1, 1)
+        y = to_srgb(lin * g.reshape(shape) - f.reshape(shape))
+        return y if y.ndim == 3 else np.asarray(cv2.cvtColor(y, cv2.COLOR_GRAY2BGR), np.uint8)
+
+    def _temporal(self, lin: F32) -> F32:
+        """A fixed camera's background barely changes: average it over frames, and keep
+        the new frame only where it differs by more than its noise (people, cars)."""
+        bg = self._bg
+        if bg is None or bg.shape != lin.shape:
+            self._bg = lin.copy()
+            return lin
+        diff = lin - bg
+        # Most pixels are background, so the median change is noise.
+        sigma = 1.4826 * float(np.median(np.abs(diff[::4, ::4]))) + 1e-6
+        w = np.clip(np.abs(diff) / np.float32(3 * sigma), 0, 1) ** 2
+        out = np.asarray(bg + w * diff, np.float32)
+        cv2.accumulateWeighted(lin, bg, self.cfg.night_temporal)
+        return out

@@ -26,6 +26,7 @@ def main() -> int:
     rc = 0
     for title, script in (("simulated pole", "pole_bench.py"),
                           ("person detector (PETS09)", "detect_bench.py"),
+                          ("seeing in fog, at night, in grey (PETS09)", "conditions_bench.py"),
                           ("crossing: tracking and warning latency", "crossing_bench.py")):
         print(f"== {title}", flush=True)
         rc |= subprocess.run([sys.executable, str(ROOT / "bench" / script)]).returncode

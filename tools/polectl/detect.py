@@ -82,11 +82,21 @@ def _box(b: Any) -> list[float]:
 
 
 def detect_video(video: Path, config: Path | None, out: Path, progress: bool = True,
-                 max_frames: int | None = None) -> dict[str, Any]:
-    """Run the configured pipeline over `video`, write JSONL to `out`, return a summary."""
+                 max_frames: int | None = None, regime: str | None = None,
+                 mor_m: float | None = None) -> dict[str, Any]:
+    """Run the configured pipeline over `video`, write JSONL to `out`, return a summary.
+
+    `regime` ("day", "night", "auto") overrides `[detector.enhance] regime`; `mor_m` is
+    the visibility the fog model assumes (with a calibration), as the live controller's
+    visibility task would feed it."""
     if not video.is_file():
         raise DetectError(f"video {video} not found")
     cfg = load_detector_config(config)
+    if regime is not None:
+        if regime not in ("day", "night", "auto"):
+            raise DetectError(f"regime must be day, night or auto, not {regime!r}")
+        cfg = cfg.model_copy(update={"enhance": cfg.enhance.model_copy(
+            update={"regime": regime})})
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise DetectError(f"cannot open video {video} (not a video OpenCV can read?)")
@@ -96,6 +106,8 @@ def detect_video(video: Path, config: Path | None, out: Path, progress: bool = T
         total = min(total, max_frames) if total > 0 else max_frames
     try:
         pipe = DetectionPipeline(cfg)
+        if mor_m is not None:
+            pipe.set_conditions(None, mor_m)
     except (FileNotFoundError, ValueError) as e:
         cap.release()
         raise DetectError(str(e)) from None
@@ -150,4 +162,6 @@ def detect_video(video: Path, config: Path | None, out: Path, progress: bool = T
         "seconds": round(elapsed, 3),
         "fps": round(pipe.stats.frames_seen / elapsed, 2) if elapsed > 0 else 0.0,
         "stats": pipe.stats.as_dict(),
+        "enhance": pipe.enhancer.mode,
+        "sight": pipe.sight.state.as_dict(),
     }

@@ -118,7 +118,7 @@ class _Violator:
 
 
 def entry_time(zone: Zone, points: deque[tuple[float, float, float]], now: float,
-               depth: float = 0.0) -> float:
+               depth: float = 0.0, max_gap_s: float = 0.35) -> float:
     """When the ground point crossed the zone edge: linear interpolation between the last
     sample outside and the next one, walking back through the history. `now` when the
     history holds no sample outside (the track was first seen at the edge)."""
@@ -131,6 +131,8 @@ def entry_time(zone: Zone, points: deque[tuple[float, float, float]], now: float
             if d_next is None:
                 return now
             t1 = pts[k + 1][0]
+            if t1 - t > max_gap_s:
+                return t1  # unseen in between: the first sighting inside is all we know
             return t + (t1 - t) * (-d) / max(d_next - d, 1e-9)
         d_next = d
     return pts[0][0] if pts else now

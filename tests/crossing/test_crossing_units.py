@@ -223,6 +223,15 @@ def test_entry_time_is_when_the_ground_point_crossed_the_edge() -> None:
     assert d["t"] < d["confirmed_t"]
 
 
+def test_entry_across_a_gap_in_the_track_is_its_first_sighting_inside() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0))
+    got = _step(rule, 10.0, [_track(1, (200, 90))])
+    got += _step(rule, 10.1, [_track(1, (200, 94))])
+    got += _step(rule, 11.0, [_track(1, (200, 120))])  # unseen for 0.9 s, then well inside
+    (v,) = got
+    assert v.t == pytest.approx(11.0)  # no guessing inside the gap
+
+
 def test_grace_is_judged_on_the_entry_not_the_confirmation() -> None:
     ys = [84, 88, 92, 96, 98, 101, 103, 105, 107]
     for since, expect in ((8.0, 0), (7.9, 1)):  # entry at 10.467 s, grace 2.5 s

@@ -3,6 +3,8 @@
 #   make test   lint, types, firmware build, unit + HIL tests (CI runs this)
 #   make bench  benchmarks that print figures
 #   make soak   long firmware heap soak (100,000 frames)
+#   make soak-controller       whole-pole soak, 1 h real time (SOAK_MINUTES=10 for less)
+#   make soak-controller-fast  accelerated whole-pole soak, 10 min
 #   make fuzz   long fuzzing run (200,000 examples per entry point)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv firmware test lint typecheck-firmware run bench soak fuzz clean
+.PHONY: venv firmware test lint typecheck-firmware run bench soak soak-controller soak-controller-fast fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,16 @@ bench: venv firmware
 
 soak: venv firmware
 	SOAK_FRAMES=100000 $(PY) -m pytest -q -s tests/firmware/test_soak.py
+
+# A whole simulated pole for SOAK_MINUTES (default 60) in real time, broker outages
+# every 5 min; prints slopes of RSS, PSS, heap, fds, threads, tasks and a verdict.
+SOAK_MINUTES ?= 60
+soak-controller: venv firmware
+	$(PY) bench/soak_controller.py --minutes $(SOAK_MINUTES)
+
+# The accelerated soak: camera as fast as analysis takes frames, outages every 30 s.
+soak-controller-fast: venv firmware
+	$(PY) bench/soak_controller.py --accelerated --minutes 10
 
 fuzz: venv
 	FUZZ_EXAMPLES=200000 $(PY) -m pytest -q tests/fuzz

@@ -1,0 +1,106 @@
+"""Runs `pole-controller` in this process with in-process probes, for the soak
+(bench/soak_controller.py starts this instead of `python -m edge_controller.main`).
+
+Every SOAK_PROBE_INTERVAL_S it appends a JSON line to SOAK_PROBE_OUT with the
+number of asyncio tasks, the event loop's lag (how late a sleep wakes up) and the
+bytes Python's allocator holds (tracemalloc). After SOAK_WARMUP_S it takes a
+tracemalloc snapshot; at exit it writes the 15 allocation sites that grew most
+since then. The controller itself runs unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+import tracemalloc
+from collections.abc import Coroutine
+from typing import Any
+
+OUT = os.environ["SOAK_PROBE_OUT"]
+INTERVAL_S = float(os.environ.get("SOAK_PROBE_INTERVAL_S", "5"))
+WARMUP_S = float(os.environ.get("SOAK_WARMUP_S", "60"))
+_run = asyncio.run
+_base: list[tracemalloc.Snapshot] = []
+_trackers: list[Any] = []  # the controller's trackers, to count the tracks they made
+_pipelines: list[Any] = []  # and its detection pipelines, to count analysed frames
+
+
+def _register(cls: Any, into: list[Any]) -> None:
+    init = cls.__init__
+
+    def registering(self: Any, *a: Any, **kw: Any) -> None:
+        init(self, *a, **kw)
+        into.append(self)
+
+    cls.__init__ = registering
+
+
+def _watch() -> None:
+    from edge_controller.crossing.tracker import Tracker
+    from edge_controller.detect.pipeline import DetectionPipeline
+
+    _register(Tracker, _trackers)
+    _register(DetectionPipeline, _pipelines)
+
+
+def _write(rec: dict[str, Any]) -> None:
+    with open(OUT, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def _snapshot() -> tracemalloc.Snapshot:
+    gc.collect()
+    return tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+
+
+async def _sampler() -> None:
+    loop = asyncio.get_running_loop()
+    t0 = time.monotonic()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(INTERVAL_S)
+        lag = loop.time() - before - INTERVAL_S
+        current, _ = tracemalloc.get_traced_memory()
+        _write({"t": round(time.monotonic() - t0, 2), "tasks": len(asyncio.all_tasks()) - 1,
+                "loop_lag_ms": round(lag * 1000, 2), "traced_bytes": current,
+                "tracks_created": sum(tr._next_id - 1 for tr in _trackers),
+                "tracks_held": sum(len(tr.ids) for tr in _trackers),
+                "frames": sum(p.stats.frames_processed for p in _pipelines)})
+        if not _base and time.monotonic() - t0 >= WARMUP_S:
+            _base.append(_snapshot())
+            _write({"event": "baseline", "t": round(time.monotonic() - t0, 2)})
+
+
+def _final() -> None:
+    if not _base:
+        return
+    diff = _snapshot().compare_to(_base[0], "lineno")
+    top = [{"site": str(s.traceback[0]), "size_diff": s.size_diff, "count_diff": s.count_diff,
+            "size": s.size} for s in diff[:15]]
+    _write({"event": "final", "top": top})
+
+
+def _probed_run(main: Coroutine[Any, Any, int], **kw: Any) -> int:
+    async def wrapped() -> int:
+        probe = asyncio.create_task(_sampler(), name="soak-probe")
+        try:
+            return await main
+        finally:
+            probe.cancel()
+            _final()
+
+    return _run(wrapped(), **kw)
+
+
+if __name__ == "__main__":
+    tracemalloc.start(1)  # one frame per trace: the allocation site, at modest overhead
+    asyncio.run = _probed_run  # type: ignore[assignment]
+    _watch()
+    from edge_controller.main import main
+
+    sys.exit(main(sys.argv[1:]))

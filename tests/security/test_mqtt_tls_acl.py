@@ -1,7 +1,10 @@
-"""MQTT security with a real mosquitto: per-pole client certificates over TLS and the
-shipped per-pole ACL (deploy/mosquitto/acl). A wrong certificate is refused; a pole
+"""MQTT security with a real mosquitto running the shipped configuration
+(deploy/mosquitto/smartpole.conf, with its paths and port moved into a temp dir) and
+the shipped per-pole ACL (deploy/mosquitto/acl): per-pole client certificates over
+TLS, a certificate revocation list. A wrong or revoked certificate is refused; a pole
 publishing outside its own topics is refused (MQTT 5 reason code, counted by the
-controller) and the message never reaches a subscriber."""
+controller) and the message never reaches a subscriber; one pole's certificate
+cannot take over another pole's session by sending its client id."""
 
 from __future__ import annotations
 
@@ -80,18 +83,21 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     rogue_ca = _cert("rogue CA", rogue_key, _name("rogue CA"), rogue_key, ca=True)
     k = _key()
     _write(d, "rogue", _cert("pole-a", k, rogue_ca.subject, rogue_key), k)
+    # A pole certificate from the right CA, then revoked.
+    k = _key()
+    revoked = _cert("pole-c", k, ca.subject, ca_key)
+    _write(d, "pole-c", revoked, k)
+    now = dt.datetime.now(dt.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+           .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=1))
+           .add_revoked_certificate(x509.RevokedCertificateBuilder()
+                                    .serial_number(revoked.serial_number)
+                                    .revocation_date(now - dt.timedelta(minutes=1)).build())
+           .sign(ca_key, hashes.SHA256()))
+    (d / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     port = free_port()
     conf = d / "mosquitto.conf"
-    conf.write_text(
-        ""
-        # As root, mosquitto drops to its own user, which cannot read our 0700 temp dir.
-        + ("user root\n" if os.geteuid() == 0 else "") +
-        "per_listener_settings true\n"
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
-        f"acl_file {ROOT}/deploy/mosquitto/acl\n"
-        f"log_dest file {d}/mosquitto.log\npersistence false\n")
+    conf.write_text(shipped_conf(port, d))
     proc = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -102,9 +108,23 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         proc.wait(5)
 
 
-def _client(port: int, d: Path, who: str, received: list[tuple[str, bytes]] | None = None
-            ) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+def shipped_conf(port: int, d: Path) -> str:
+    """deploy/mosquitto/smartpole.conf with its files in `d`, on a loopback port."""
+    text = (ROOT / "deploy" / "mosquitto" / "smartpole.conf").read_text()
+    text = text.replace("/etc/mosquitto/smartpole/acl", str(ROOT / "deploy/mosquitto/acl"))
+    text = text.replace("/etc/mosquitto/smartpole/", f"{d}/")
+    text = text.replace("listener 8883\n", f"listener {port} 127.0.0.1\n")
+    text = text.replace("persistence true", "persistence false")
+    assert f"listener {port}" in text and "crlfile" in text and "use_username_as_clientid" in text
+    # As root, mosquitto drops to its own user, which cannot read our 0700 temp dir.
+    head = "user root\n" if os.geteuid() == 0 else ""
+    return head + text + f"\nlog_dest file {d}/mosquitto.log\n"
+
+
+def _client(port: int, d: Path, who: str, received: list[tuple[str, bytes]] | None = None,
+            client_id: str = "") -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                    client_id=client_id)
     c.tls_set(ca_certs=str(d / "ca.pem"), certfile=str(d / f"{who}.pem"),
               keyfile=str(d / f"{who}.key"))
     if received is not None:
@@ -141,6 +161,41 @@ def test_wrong_certificate_is_refused(tls_broker: tuple[int, Path]) -> None:
     assert _accepted(port, d, "pole-a")  # the fixture works: a good cert gets in
     assert not _accepted(port, d, "rogue")  # right CN, wrong CA
     assert not _accepted(port, d, None)  # no client certificate at all
+
+
+def test_revoked_certificate_is_refused(tls_broker: tuple[int, Path]) -> None:
+    port, d = tls_broker
+    assert not _accepted(port, d, "pole-c")  # signed by our CA, but on the CRL
+    assert _accepted(port, d, "pole-b")
+
+
+def test_a_pole_certificate_cannot_take_over_another_poles_session(
+    tls_broker: tuple[int, Path]
+) -> None:
+    port, d = tls_broker
+    gone = threading.Event()
+    got_b: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    b = _client(port, d, "pole-b", got_b, client_id="smartpole-pole-b")
+    b.on_disconnect = lambda *a: gone.set()
+    b.on_subscribe = lambda *a: ready.set()
+    b.subscribe("smartpole/v1/pole-b/cmd", qos=1)
+    assert ready.wait(5)
+    intruder = _client(port, d, "pole-a", client_id="smartpole-pole-b")
+    backend = _client(port, d, "city-backend")
+    try:
+        time.sleep(0.5)
+        assert not gone.is_set(), "pole-b was kicked off by a certificate for pole-a"
+        backend.publish("smartpole/v1/pole-b/cmd", b'{"for": "b"}', qos=1).wait_for_publish(5)
+        for _ in range(30):
+            if got_b:
+                break
+            time.sleep(0.1)
+        assert got_b == [("smartpole/v1/pole-b/cmd", b'{"for": "b"}')]
+    finally:
+        for c in (intruder, backend, b):
+            c.loop_stop()
+            c.disconnect()
 
 
 def test_acl_keeps_a_pole_to_its_own_topics(tls_broker: tuple[int, Path]) -> None:

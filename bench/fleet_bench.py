@@ -7,7 +7,7 @@ carries for `--duration` seconds with 0 loss and publish-to-consume p99 < 1 s.
 
 Per step: a fresh mosquitto, `polectl ingest` (shared subscription, its own process)
 and `polectl fleet-sim -n N` (one process, one MQTT 5 connection per pole), both from
-`tools/polectl/fleet.py`. Loss is counted per pole and per kind: every message the
+`tools/polectl/fleet/`. Loss is counted per pole and per kind: every message the
 broker acknowledged (PUBACK) to a pole must reach the consumer once. Steps stop at the
 first N that fails. CPU is measured from /proc over the steady state (after every
 pole connected) for the broker, the simulator and the consumer.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,12 +22,11 @@ from typing import Any
 
 import pytest
 from polesim.broker import Broker, mosquitto_path, start_mosquitto
-from polesim.firmware import DEFAULT_BUILD
-from polesim.pole import ROOT, SimPole, render_toml
+from polesim.pole import SimPole, render_toml
 
 from hil_tests.capture import Capture
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.support import IN_CI as IN_CI  # hil tests import it from here
+from tests.support import build_firmware, need
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,26 +54,16 @@ def target(request: pytest.FixtureRequest) -> Target:
     raise pytest.UsageError(f"--target {raw!r}: use sim or serial:PORT")
 
 
-def _need(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI must not skip: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def firmware_build() -> Path:
-    # Build once per session from the current source, as `make firmware` does.
-    out = subprocess.run([sys.executable, str(ROOT / "firmware" / "build.py")],
-                         capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        pytest.fail(f"firmware build failed:\n{out.stdout}\n{out.stderr}")
-    return DEFAULT_BUILD
+    # Once per session, into build/firmware where SimPole looks for it.
+    return build_firmware()
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     if mosquitto_path() is None:
-        _need("mosquitto is not installed (apt-get install mosquitto)")
+        need("mosquitto is not installed (apt-get install mosquitto)")
     b = start_mosquitto()
     yield b
     b.stop()

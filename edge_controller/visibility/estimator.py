@@ -32,197 +32,38 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
 
-from edge_controller.visibility.config import CalibrationConfig, VisibilityConfig
+from edge_controller.visibility.config import VisibilityConfig
+from edge_controller.visibility.geometry import Geometry
+from edge_controller.visibility.imaging import (
+    B8,
+    F32,
+    SRGB_TO_LINEAR,
+    U8,
+    Boxes,
+    bandpass,
+    patch_max,
+    patch_sum,
+)
+from edge_controller.visibility.reading import (
+    BAND_LO,
+    BANDS,
+    BETA_1000,
+    MOR_K,
+    UNKNOWN,
+    Fit,
+    Reading,
+    Reference,
+    band_index,
+    band_of,
+)
 
-MOR_K = 2.996  # -ln(0.05): MOR is where contrast falls to 5 % (WMO)
-BETA_1000 = MOR_K / 1000.0
-BANDS = (">=1000", "200-1000", "50-200", "<50")
-UNKNOWN = "unknown"
-# Lower MOR edge of each band, in BANDS order.
-_BAND_LO = (1000.0, 200.0, 50.0, 0.0)
-
-F32 = np.ndarray[Any, np.dtype[Any]]  # float32 images and patch maps
-B8 = np.ndarray[Any, np.dtype[np.bool_]]
-U8 = np.ndarray[Any, np.dtype[np.uint8]]
-Boxes = np.ndarray[Any, np.dtype[Any]]
-
-
-def band_of(mor_m: float) -> str:
-    for name, lo in zip(BANDS, _BAND_LO, strict=True):
-        if mor_m >= lo:
-            return name
-    return BANDS[-1]
-
-
-def _band_index(band: str) -> int:
-    return BANDS.index(band)
-
-
-# ---- photometry -----------------------------------------------------------------
-
-
-def _srgb_lut() -> F32:
-    x = np.arange(256, dtype=np.float64) / 255.0
-    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    return lin.astype(np.float32)
-
-
-SRGB_TO_LINEAR = _srgb_lut()
-
-
-# ---- geometry -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Per analysis pixel: camera distance d, lamp distance r (m), and validity."""
-
-    d: F32
-    r: F32
-    valid: B8
-
-    @staticmethod
-    def build(cal: CalibrationConfig, frame_size: tuple[int, int],
-              size: tuple[int, int]) -> Geometry:
-        """`frame_size` and `size` (analysis) are (width, height)."""
-        w, h = size
-        cw, ch = cal.image_size or frame_size
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-        # Pixel centres of the analysis grid in calibration pixels.
-        u = (xs + 0.5) * (cw / w) - 0.5
-        v = (ys + 0.5) * (ch / h) - 0.5
-        height = float(cal.mounting_height_m or 0.0)
-        if cal.homography is not None:
-            H = np.asarray(cal.homography, dtype=np.float64)
-            gx = H[0, 0] * u + H[0, 1] * v + H[0, 2]
-            gy = H[1, 0] * u + H[1, 1] * v + H[1, 2]
-            gw = H[2, 0] * u + H[2, 1] * v + H[2, 2]
-            # Points beyond the horizon come out with the other sign of w: the
-            # bottom centre of the image is on the ground.
-            bu, bv = (cw - 1) / 2, ch - 1
-            ref = H[2, 0] * bu + H[2, 1] * bv + H[2, 2]
-            hit = np.sign(gw) == np.sign(ref)
-            gw = np.where(hit, gw, 1.0)
-            cx, cy = (cal.camera_xy_m or [0.0, 0.0])
-            horiz = np.hypot(gx / gw - cx, gy / gw - cy)
-        elif cal.complete:
-            f = (ch / 2) / math.tan(math.radians(float(cal.vfov_deg or 1.0)) / 2)
-            dx = (u - (cw - 1) / 2) / f
-            dy = (v - (ch - 1) / 2) / f
-            roll = math.radians(cal.roll_deg)
-            # Undo the roll: rotate image coordinates about the optical axis.
-            ca, sa = math.cos(roll), math.sin(roll)
-            dxr = ca * dx + sa * dy
-            dyr = -sa * dx + ca * dy
-            tilt = math.radians(float(cal.tilt_deg or 0.0))
-            # Camera looking along +y (ground), tilted down: world up-component of
-            # the ray (x right, y down, z forward in the camera).
-            up = -dyr * math.cos(tilt) - math.sin(tilt)
-            fwd = math.cos(tilt) - dyr * math.sin(tilt)
-            hit = up < -1e-9
-            s = height / np.where(hit, -up, 1.0)  # ray parameter to the ground
-            horiz = s * np.hypot(dxr, fwd)
-        else:
-            z = np.zeros((h, w), np.float32)
-            return Geometry(z, z, np.zeros((h, w), bool))
-        lamp_h = float(cal.lamp_height_m or height)
-        d = np.sqrt(horiz ** 2 + height ** 2)
-        r = np.sqrt(horiz ** 2 + lamp_h ** 2)
-        valid = hit & np.isfinite(d) & (d >= cal.min_distance_m) & (d <= cal.max_distance_m)
-        if cal.roi is not None:
-            poly = np.asarray(cal.roi, dtype=np.float64)
-            poly = np.round(poly * [w / cw, h / ch]).astype(np.int32)
-            m = np.zeros((h, w), np.uint8)
-            cv2.fillPoly(m, [poly], (1,))
-            valid &= m.astype(bool)
-        d = np.where(valid, d, 0.0)
-        r = np.where(valid, r, 0.0)
-        return Geometry(d.astype(np.float32), r.astype(np.float32), valid)
-
-
-# ---- one frame ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fit:
-    """One frame against its reference."""
-
-    beta: float  # 1/m; may be negative (clearer than the reference)
-    sigma: float  # standard error of beta
-    gains: tuple[float, float, float]
-    used: int  # patches in the fit
-    textured: int  # patches with enough reference texture to be measured
-    lost: int  # textured patches whose contrast is gone (below the noise)
-    airlight: float  # fitted airlight relative to the scene's brightness
-    span_m: tuple[float, float]  # 10th-90th percentile of the light path of used patches
-    brightness: float  # frame mean / reference mean
-    unlike: float = 0.0  # share of strongly textured patches that do not match the reference
-
-
-@dataclass(frozen=True)
-class Reading:
-    t: float
-    mor_m: float | None
-    band: str
-    confidence: float
-    regime: str
-    source: str = "camera"
-    beta: float | None = None
-    detail: str = ""
-    patches: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "t": round(self.t, 3),
-            "mor_m": None if self.mor_m is None else round(self.mor_m, 1),
-            "band": self.band,
-            "confidence": round(self.confidence, 3),
-            "regime": self.regime,
-            "source": self.source,
-            "detail": self.detail,
-        }
-
-
-@dataclass
-class Reference:
-    """Clear-weather reference of one lighting regime (linear, analysis size)."""
-
-    frames: list[F32] = field(default_factory=list)  # while learning; NaN = masked
-    last_t: float = -1e18
-    image: F32 | None = None
-    odd: int = 0  # consecutive analyses that found it clearer or unlike the scene
-
-    @property
-    def ready(self) -> bool:
-        return self.image is not None
-
-
-def _patch_sum(x: F32, ph: int, pw: int) -> F32:
-    """Sums over ph x pw blocks (the image cropped to whole blocks)."""
-    h, w = x.shape[:2]
-    ny, nx = h // ph, w // pw
-    x = np.ascontiguousarray(x[: ny * ph, : nx * pw])
-    # INTER_AREA at an integer factor is the exact block mean, and fast.
-    mean = cv2.resize(x, (nx, ny), interpolation=cv2.INTER_AREA)
-    out: F32 = mean * np.float32(ph * pw)
-    return out
-
-
-def _bandpass(img: F32, sigma: float) -> F32:
-    """Fine texture: the image minus its blur (two box passes, about a Gaussian of
-    `sigma`). Smooth airlight, smooth illumination (the lamp's fall-off) and
-    offsets all vanish."""
-    k = max(3, 2 * round((math.sqrt(6 * sigma * sigma + 1) - 1) / 2) + 1)
-    blur = cv2.boxFilter(img, -1, (k, k), borderType=cv2.BORDER_REFLECT)
-    blur = cv2.boxFilter(blur, -1, (k, k), borderType=cv2.BORDER_REFLECT)
-    out: F32 = img - blur
-    return out
+# Callers import the estimator's vocabulary from here.
+__all__ = ["BANDS", "BETA_1000", "MOR_K", "UNKNOWN", "Fit", "Geometry", "Reading",
+           "Reference", "VisibilityEstimator", "band_of"]
 
 
 class VisibilityEstimator:
@@ -324,12 +165,12 @@ class VisibilityEstimator:
 
     # ---- the fit --------------------------------------------------------------
 
-    def _ref_bandpass(self, ref: F32) -> F32:
+    def _refbandpass(self, ref: F32) -> F32:
         """Band-pass of a reference, cached while it is the one in use and unchanged."""
         c = self._bp_cache
         if c is not None and c[0] is ref and c[1] == self._ref_version:
             return c[2]
-        bp = _bandpass(ref, self.cfg.highpass_px)
+        bp = bandpass(ref, self.cfg.highpass_px)
         self._bp_cache = (ref, self._ref_version, bp)
         return bp
 
@@ -341,15 +182,16 @@ class VisibilityEstimator:
             assert geo is not None
             ph, pw = self.cfg.patch_px
             v = geo.valid.astype(np.float32)
-            n = np.maximum(_patch_sum(v, ph, pw), 1.0)
-            D = _patch_sum(geo.d, ph, pw) / n
-            L_night = _patch_sum(geo.d + geo.r, ph, pw) / n
-            dmax = _patch_max(geo.d, ph, pw)
-            dmin = -_patch_max(np.where(geo.valid, -geo.d, -1e9).astype(np.float32), ph, pw)
+            n = np.maximum(patch_sum(v, ph, pw), 1.0)
+            D = patch_sum(geo.d, ph, pw) / n
+            L_night = patch_sum(geo.d + geo.r, ph, pw) / n
+            dmax = patch_max(geo.d, ph, pw)
+            dmin = -patch_max(np.where(geo.valid, -geo.d, -1e9).astype(np.float32), ph, pw)
             ok = dmax <= 1.3 * np.maximum(dmin, 1e-3)
             self._pgeo = (D, D.copy(), L_night, ok)
         return self._pgeo
 
+    # Long on purpose: one weighted, Huber-robust regression (docstring steps 3-5).
     def fit(self, lin: F32, keep: B8, ref: F32, night: bool) -> Fit | None:
         """Compare a frame with its reference; None when nothing is measurable."""
         geo = self._geo
@@ -357,20 +199,20 @@ class VisibilityEstimator:
         ph, pw = self.cfg.patch_px
         # Erode the mask so that the band-pass never mixes in a masked pixel.
         m: F32 = cv2.erode((keep & geo.valid).astype(np.float32), self._erode_kernel)
-        ax = _bandpass(lin, self.cfg.highpass_px)
-        bx = self._ref_bandpass(ref)
+        ax = bandpass(lin, self.cfg.highpass_px)
+        bx = self._refbandpass(ref)
         m3 = cv2.merge([m, m, m])
         ax *= m3
         bxm = bx * m3
-        s_ab = _patch_sum(ax * bx, ph, pw)
-        s_bb = _patch_sum(bxm * bxm, ph, pw)
-        s_aa = _patch_sum(ax * ax, ph, pw)
-        n = _patch_sum(m, ph, pw)
+        s_ab = patch_sum(ax * bx, ph, pw)
+        s_bb = patch_sum(bxm * bxm, ph, pw)
+        s_aa = patch_sum(ax * ax, ph, pw)
+        n = patch_sum(m, ph, pw)
         area = float(ph * pw)
         D, L_day, L_night, ok_spread = self._patch_geometry()
         L = L_night if night else L_day
-        mu_i = _patch_sum(lin * m3, ph, pw)
-        mu_j = _patch_sum(ref * m3, ph, pw)
+        mu_i = patch_sum(lin * m3, ph, pw)
+        mu_j = patch_sum(ref * m3, ph, pw)
         ok_geo = (n >= 0.5 * area) & ok_spread
         nn = np.maximum(n, 1.0)
         mu_i = mu_i / nn[..., None]
@@ -457,6 +299,7 @@ class VisibilityEstimator:
 
     # ---- the public step ----------------------------------------------------------
 
+    # Long on purpose: reference, fit, smoothing, band and confidence in running order.
     def observe(self, image: U8, t: float, regime: str, boxes: Boxes | None = None) -> Reading:
         """Analyse one frame (BGR or grey uint8) taken at `t` (s) in `regime`.
 
@@ -621,21 +464,16 @@ class VisibilityEstimator:
             self._band = new
             return new
         hy = self.cfg.band_hysteresis
-        ci = _band_index(cur)
-        lo = _BAND_LO[ci]
-        hi = _BAND_LO[ci - 1] if ci > 0 else math.inf
+        ci = band_index(cur)
+        lo = BAND_LO[ci]
+        hi = BAND_LO[ci - 1] if ci > 0 else math.inf
         if lo * (1 - hy) <= mor <= hi * (1 + hy):
             return cur
         self._band = new
         return new
 
 
-def _patch_max(x: F32, ph: int, pw: int) -> F32:
-    h, w = x.shape[:2]
-    ny, nx = h // ph, w // pw
-    out: F32 = x[: ny * ph, : nx * pw].reshape(ny, ph, nx, pw).max(axis=(1, 3))
-    return out
-
 
 def _phi(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+

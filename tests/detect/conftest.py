@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.support import PETS as PETS  # tests here import it from this conftest
+from tests.support import need_pets
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-PETS = SHARED / "data" / "pets09-s2l1"
 SAMPLE = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
-
-
-def need_pets() -> Path:
-    """The PETS09 folder; skipped locally when absent, a failure in CI (CI=true)."""
-    if (PETS / "vtest.avi").is_file() and (PETS / "gt.txt").is_file():
-        return PETS
-    reason = f"PETS09-S2L1 test data not found at {PETS} (the shared/ folder beside the repo)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ a fresh simulated board per test, wired to a controller end over a PtyWire."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +14,14 @@ from polesim.firmware import SimFirmware
 from polesim.wire import PtyWire
 
 from tests.firmware.linkctl import Ctl
+from tests.support import build_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def fw_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fwbuild")
-    res = subprocess.run([sys.executable, str(ROOT / "firmware" / "build.py"), "--out", str(out)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out
+    return build_firmware(tmp_path_factory.mktemp("fwbuild"))
 
 
 @dataclass

@@ -12,15 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from polectl.calibrate import (
-    CalibrationServer,
-    EditError,
-    apply_edits,
-    calibration_table,
-    open_session,
-    set_key,
-    set_zones,
-)
+from polectl.calibrate import CalibrationServer, calibration_table, open_session
+from polectl.tomledit import EditError, apply_edits, set_key, set_zones
 from polesim.pole import SAMPLE_VIDEO
 
 from edge_controller.config import load
@@ -83,7 +76,7 @@ def test_apply_edits_refuses_layouts_it_cannot_edit() -> None:
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[CalibrationServer, Path]]:
     import cv2
-    from polectl.commission import grab_frame
+    from polectl.snapshot import grab_frame
 
     cfg = tmp_path / "pole.toml"
     cfg.write_text(CONFIG)

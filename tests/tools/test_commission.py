@@ -9,7 +9,6 @@ import base64
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -28,25 +27,20 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from polectl.commission import grab_frame
 from polectl.provision import LocalCA
+from polectl.snapshot import grab_frame
 from polesim.broker import Broker, free_port, mosquitto_path, start_mosquitto
-from polesim.firmware import DEFAULT_BUILD
-from polesim.pole import ROOT, SAMPLE_VIDEO, SimPole
+from polesim.pole import SAMPLE_VIDEO, SimPole
 from typer.testing import CliRunner
 
-from tests.tools.conftest import need
+from tests.support import build_firmware, need
 
 ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]
 
 
 @pytest.fixture(scope="module")
 def firmware_build() -> Path:
-    out = subprocess.run([sys.executable, str(ROOT / "firmware" / "build.py")],
-                         capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        pytest.fail(f"firmware build failed:\n{out.stdout}\n{out.stderr}")
-    return DEFAULT_BUILD
+    return build_firmware()
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +135,7 @@ def test_commission_end_to_end_writes_both_reports(
     # Every person is blurred: where the snapshot shows a person there is no detail left.
     assert rep["snapshot"]["people_blurred"] >= 2
     raw = grab_frame(f"file:{SAMPLE_VIDEO}")
-    from polectl.commission import detect_people
+    from polectl.snapshot import detect_people
 
     from edge_controller.config import load
 

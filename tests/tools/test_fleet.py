@@ -11,16 +11,12 @@ import time
 from pathlib import Path
 
 import typer
-from polectl.fleet import (
-    BrokerAddr,
-    FleetConfig,
-    IngestConfig,
-    LiteMqtt,
-    Step,
-    command_payload,
-    run_fleet,
-    run_ingest,
-)
+from polectl.broker import BrokerAddr
+from polectl.fleet.city import run_fleet
+from polectl.fleet.ingest import IngestConfig, command_payload, run_ingest
+from polectl.fleet.mqtt import MqttSession
+from polectl.fleet.pole import FleetConfig
+from polectl.fleet.script import Step
 from polesim.broker import Broker
 from typer.testing import CliRunner
 
@@ -90,7 +86,7 @@ async def test_small_fleet_zero_loss_split_over_two_workers(broker: Broker) -> N
 async def test_outage_will_session_and_message_expiry(broker: Broker) -> None:
     addr = BrokerAddr("127.0.0.1", broker.port)
     cap = Capture("127.0.0.1", broker.port, "smartpole/v1/ex-00000/#")
-    backend = LiteMqtt("127.0.0.1", broker.port, "test-backend")
+    backend = MqttSession("127.0.0.1", broker.port, "test-backend")
     await backend.connect()
     pole = "smartpole/v1/ex-00000"
 

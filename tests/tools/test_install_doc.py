@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from polesim.pole import ROOT
 
-from tests.tools.conftest import need
+from tests.support import need
 
 DOC = ROOT / "docs" / "install.md"
 BLOCK = re.compile(r"(?:<!--\s*test:(?P<note>[^>]*)-->\s*\n)?```sh\n(?P<body>.*?)```", re.S)

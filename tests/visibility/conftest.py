@@ -7,7 +7,6 @@ reports on frames 400-794. Clear-weather references are learnt from frames
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.support import PETS as PETS  # tests here import it from this conftest
+from tests.support import need_pets
 from tests.visibility import foggen as fg
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-PETS = SHARED / "data" / "pets09-s2l1"
 SAMPLE = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
 
 # The camera fitted to the PETS09 ground truth (foggen.fit_camera), for tests that
@@ -29,16 +28,6 @@ PETS_HEIGHT_M = 7.115
 PETS_TILT_DEG = 16.945
 PETS_VFOV_DEG = 27.503
 PETS_ROLL_DEG = -2.305
-
-
-def need_pets() -> Path:
-    """The PETS09 folder; skipped locally when absent, a failure in CI (CI=true)."""
-    if (PETS / "vtest.avi").is_file() and (PETS / "gt.txt").is_file():
-        return PETS
-    reason = f"PETS09-S2L1 test data not found at {PETS} (the shared/ folder beside the repo)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @dataclass(frozen=True)

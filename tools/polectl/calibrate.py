@@ -27,10 +27,8 @@ Stdlib `http.server` only; it listens on 127.0.0.1 unless `--host` says otherwis
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
-import re
 import threading
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,208 +36,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from edge_controller.config import ConfigError, config_version, load, parse
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+from polectl.calibration_page import PAGE
+from polectl.console import err, out, print_config_problems
+from polectl.tomledit import EditError, apply_edits
 
 CALIBRATION_KEYS = ("mounting_height_m", "tilt_deg", "vfov_deg", "roll_deg")
 MAX_BODY = 1 << 20
-
-# ---------------------------------------------------------------------------------------
-# Editing TOML text in place
-# ---------------------------------------------------------------------------------------
-
-_HEADER = re.compile(r"^\s*\[(\[)?\s*([A-Za-z0-9_\-.\s\"']+?)\s*\](\])?\s*(#.*)?$")
-
-
-class EditError(Exception):
-    """The edit cannot be made safely on this file's text."""
-
-
-def _norm(name: str) -> str:
-    return ".".join(p.strip().strip("\"'") for p in name.split("."))
-
-
-def _scan(line: str, depth: int, ml: str | None) -> tuple[int, str | None]:
-    """Bracket depth and open multi-line string after `line` (strings, comments aware)."""
-    i, n = 0, len(line)
-    while i < n:
-        if ml is not None:
-            j = line.find(ml, i)
-            if j < 0:
-                return depth, ml
-            i, ml = j + 3, None
-            continue
-        ch = line[i]
-        if ch == "#":
-            break
-        if line.startswith('"""', i) or line.startswith("'''", i):
-            ml = line[i:i + 3]
-            i += 3
-            continue
-        if ch in "\"'":
-            j = i + 1
-            while j < n and line[j] != ch:
-                j += 2 if ch == '"' and line[j] == "\\" else 1
-            i = j + 1
-            continue
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        i += 1
-    return depth, ml
-
-
-Block = tuple[str | None, bool, list[str]]  # (table name, is array-of-tables, lines)
-
-
-def blocks(text: str) -> list[Block]:
-    """The file as its preamble plus one block per table header, lines kept verbatim."""
-    out_b: list[Block] = [(None, False, [])]
-    depth, ml = 0, None
-    for line in text.splitlines(keepends=True):
-        if depth == 0 and ml is None:
-            m = _HEADER.match(line)
-            if m and bool(m.group(1)) == bool(m.group(3)):
-                out_b.append((_norm(m.group(2)), bool(m.group(1)), [line]))
-                continue
-        out_b[-1][2].append(line)
-        depth, ml = _scan(line, depth, ml)
-    return out_b
-
-
-def _join(bs: list[Block]) -> str:
-    return "".join("".join(b[2]) for b in bs)
-
-
-def _key_span(lines: list[str], key: str) -> tuple[int, int] | None:
-    """[start, end) of `key = value` (a value may span lines) among a block's lines."""
-    pat = re.compile(rf"^\s*(\"{re.escape(key)}\"|'{re.escape(key)}'|{re.escape(key)})\s*=")
-    depth, ml = 0, None
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if depth == 0 and ml is None and pat.match(line):
-            d, m2 = _scan(line, 0, None)
-            j = i + 1
-            while (d > 0 or m2 is not None) and j < len(lines):
-                d, m2 = _scan(lines[j], d, m2)
-                j += 1
-            return i, j
-        depth, ml = _scan(line, depth, ml)
-        i += 1
-    return None
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(round(v, 4))
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def set_key(text: str, table: str, key: str, value: Any | None) -> str:
-    """Set (or with None remove) `key` in `[table]`, adding the table at the end if absent."""
-    bs = blocks(text)
-    for name, is_array, lines in bs:
-        if name == table and not is_array:
-            span = _key_span(lines[1:], key)
-            if span is not None:
-                a, b = span[0] + 1, span[1] + 1
-                lines[a:b] = [] if value is None else [f"{key} = {toml_value(value)}\n"]
-            elif value is not None:
-                at = len(lines)
-                while at > 1 and not lines[at - 1].strip():
-                    at -= 1
-                lines.insert(at, f"{key} = {toml_value(value)}\n")
-            return _join(bs)
-    if value is None:
-        return text
-    sep = "" if text.endswith("\n\n") or not text else ("\n" if text.endswith("\n") else "\n\n")
-    return text + f"{sep}[{table}]\n{key} = {toml_value(value)}\n"
-
-
-def set_zones(text: str, zones: list[dict[str, Any]]) -> str:
-    """Replace every [[zones]] table with `zones`, where the first one was (or at the end)."""
-    bs = blocks(text)
-    rendered: list[str] = []
-    for z in zones:
-        rendered.append("[[zones]]\n")
-        for k in ("name", "kind", "polygon", "clips"):
-            if k in z:
-                rendered.append(f"{k} = {toml_value(z[k])}\n")
-        rendered.append("\n")
-    first = next((i for i, (n, _a, _l) in enumerate(bs)
-                  if n == "zones" or (n or "").startswith("zones.")), None)
-    kept = [b for b in bs if not (b[0] == "zones" or (b[0] or "").startswith("zones."))]
-    if first is None:
-        body = _join(kept)
-        if not rendered:
-            return body
-        sep = "" if body.endswith("\n\n") or not body else ("\n" if body.endswith("\n")
-                                                             else "\n\n")
-        return body + sep + "".join(rendered).rstrip("\n") + "\n"
-    # Nothing before the first zones table is a zones table: kept[:first] == bs[:first].
-    new: list[Block] = [*kept[:first], (None, False, rendered), *kept[first:]]
-    return _join(new)
-
-
-def _set_in(d: dict[str, Any], path: str, key: str, value: Any | None) -> None:
-    node = d
-    for p in path.split("."):
-        node = node.setdefault(p, {})
-    if value is None:
-        node.pop(key, None)
-    else:
-        node[key] = value
-
-
-def apply_edits(text: str, zones: list[dict[str, Any]] | None,
-                keys: list[tuple[str, str, Any | None]]) -> tuple[str, dict[str, Any]]:
-    """New text and its data; raises EditError unless the new text parses to exactly the
-    old data with these edits."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise EditError(f"the config is not valid TOML now ({e}); fix it by hand first"
-                        ) from None
-    expected = copy.deepcopy(data)
-    new_text = text
-    if zones is not None:
-        new_text = set_zones(new_text, zones)
-        if zones:
-            expected["zones"] = [dict(z) for z in zones]
-        else:
-            expected.pop("zones", None)
-    for table, key, value in keys:
-        new_text = set_key(new_text, table, key, value)
-        _set_in(expected, table, key, value)
-    try:
-        got = tomllib.loads(new_text)
-    except tomllib.TOMLDecodeError as e:
-        raise EditError(f"editing this file's text would break it ({e}); it writes these "
-                        "tables in a form the editor does not handle (e.g. inline tables): "
-                        "edit by hand") from None
-    if got != expected:
-        raise EditError("the edit would change more than the calibration (the file uses a "
-                        "layout the editor does not handle, e.g. dotted keys or inline "
-                        "tables for these sections): edit by hand")
-    return new_text, got
-
-
-# ---------------------------------------------------------------------------------------
-# The calibration session and its HTTP server
-# ---------------------------------------------------------------------------------------
-
 
 def calibration_table() -> str | None:
     """Where this controller keeps the camera calibration, if it has one."""
@@ -434,7 +238,7 @@ def open_session(config: Path, image: Path | None = None, source: str | None = N
     """Load the config, grab and anonymise the snapshot."""
     import cv2
 
-    from polectl.commission import grab_frame, make_snapshot
+    from polectl.snapshot import grab_frame, make_snapshot
 
     cfg = load(config)
     if image is not None:
@@ -468,9 +272,7 @@ def calibrate_command(
         with err.status("grabbing and anonymising a snapshot ..."):
             session = open_session(config, image, source)
     except ConfigError as e:
-        for k, r in e.problems:
-            err.print(f"[red]{config}[/]: [bold]{k}[/]: {r}")
-        err.print(f"Fix the keys above first (`polectl config check {config}`).")
+        print_config_problems(e, f"Fix the keys above first (`polectl config check {config}`).")
         raise typer.Exit(2) from None
     except (OSError, ValueError) as e:
         err.print(f"[red]no snapshot[/]: {e}. Check that the camera is reachable from here, "
@@ -501,183 +303,3 @@ def calibrate_command(
     finally:
         server.stop()
         out.print(f"{session.saves} save(s) to {config}")
-
-
-PAGE = r"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>polectl calibrate</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:0;display:flex;gap:1em;padding:1em;color:#222}
-#view{flex:0 0 auto} canvas{border:1px solid #888;cursor:crosshair;display:block}
-#side{flex:1 1 320px;min-width:300px} fieldset{margin:0 0 1em 0}
-#zone-list li{margin:.3em 0} #zone-list li.sel{background:#eef} input[type=number]{width:6em}
-#status{margin-top:.6em;padding:.4em;white-space:pre-wrap}
-.ok{background:#dfd} .bad{background:#fdd}
-button{margin:.2em .2em .2em 0} .hint{color:#555;font-size:.9em}
-</style></head><body>
-<div id=view><canvas id=canvas></canvas>
-<p class=hint id=mode-hint>Click "New zone", click the corners on the image, then "Finish zone".
-Drag a corner to move it.</p></div>
-<div id=side>
-<h2 id=title>Calibrate</h2>
-<fieldset><legend>Zones</legend>
-<label>name <input id=zone-name value="" placeholder="e.g. crosswalk-north"></label>
-<label>kind <select id=zone-kind><option>crosswalk</option><option>carriageway</option>
-<option>waiting</option></select></label><br>
-<button id=new-zone>New zone</button><button id=finish disabled>Finish zone</button>
-<button id=cancel disabled>Cancel</button>
-<ul id=zone-list></ul></fieldset>
-<fieldset><legend>Signal head</legend>
-<button id=draw-roi>Draw signal head box</button><button id=clear-roi>Clear</button>
-<div id=roi-text class=hint></div></fieldset>
-<fieldset id=cal-box><legend>Camera calibration</legend>
-<div id=cal-fields>
-<label>mounting height (m) <input type=number step=0.1 id=cal-mounting_height_m></label><br>
-<label>tilt below horizontal (deg) <input type=number step=0.1 id=cal-tilt_deg></label><br>
-<label>vertical field of view (deg) <input type=number step=0.1 id=cal-vfov_deg></label><br>
-<label>roll (deg) <input type=number step=0.1 id=cal-roll_deg></label></div>
-<div id=cal-none class=hint hidden>This controller's config has no camera calibration
-section.</div></fieldset>
-<button id=save><b>Save to config</b></button>
-<div id=status></div>
-</div>
-<script>
-"use strict";
-const cv = document.getElementById("canvas"), ctx = cv.getContext("2d");
-const img = new Image();
-let S = null, zones = [], drawing = null, roi = null, mode = "idle", drag = null, sel = -1,
-    roiStart = null;
-const COL = {carriageway: "#e63232", crosswalk: "#ffc800", waiting: "#3cc83c"};
-const $ = id => document.getElementById(id);
-
-function pos(ev) {
-  const r = cv.getBoundingClientRect();
-  return [Math.round((ev.clientX - r.left) * cv.width / r.width),
-          Math.round((ev.clientY - r.top) * cv.height / r.height)];
-}
-function draw() {
-  ctx.clearRect(0, 0, cv.width, cv.height);
-  if (img.complete) ctx.drawImage(img, 0, 0);
-  zones.forEach((z, i) => {
-    const c = COL[z.kind] || "#fff";
-    ctx.beginPath();
-    z.polygon.forEach((p, j) => j ? ctx.lineTo(p[0], p[1]) : ctx.moveTo(p[0], p[1]));
-    ctx.closePath(); ctx.globalAlpha = i === sel ? .35 : .2; ctx.fillStyle = c; ctx.fill();
-    ctx.globalAlpha = 1; ctx.lineWidth = i === sel ? 3 : 2; ctx.strokeStyle = c; ctx.stroke();
-    ctx.fillStyle = c; z.polygon.forEach(p => ctx.fillRect(p[0] - 4, p[1] - 4, 8, 8));
-    const p0 = z.polygon[0]; ctx.font = "14px sans-serif"; ctx.fillStyle = "#fff";
-    ctx.fillText(z.name + " (" + z.kind + ")", p0[0] + 6, p0[1] - 6);
-  });
-  if (drawing) {
-    ctx.beginPath(); drawing.forEach((p, j) => j ? ctx.lineTo(p[0], p[1]) : ctx.moveTo(p[0], p[1]));
-    ctx.strokeStyle = "#0af"; ctx.lineWidth = 2; ctx.stroke();
-    ctx.fillStyle = "#0af"; drawing.forEach(p => ctx.fillRect(p[0] - 4, p[1] - 4, 8, 8));
-  }
-  if (roi) {
-    ctx.strokeStyle = "#f0f"; ctx.lineWidth = 2; ctx.strokeRect(roi[0], roi[1], roi[2], roi[3]);
-  }
-  $("roi-text").textContent = roi ? "roi = [" + roi.join(", ") + "]" : "none";
-}
-function list() {
-  const ul = $("zone-list"); ul.innerHTML = "";
-  zones.forEach((z, i) => {
-    const li = document.createElement("li"); li.className = i === sel ? "sel" : "";
-    li.dataset.name = z.name;
-    const name = document.createElement("input"); name.value = z.name; name.className = "zname";
-    name.onchange = () => { z.name = name.value.trim(); li.dataset.name = z.name; draw(); };
-    const kind = document.createElement("select"); kind.className = "zkind";
-    ["crosswalk", "carriageway", "waiting"].forEach(k => {
-      const o = document.createElement("option");
-      o.text = k; o.selected = k === z.kind; kind.add(o);
-    });
-    kind.onchange = () => { z.kind = kind.value; draw(); };
-    const del = document.createElement("button");
-    del.textContent = "Delete"; del.className = "zdel";
-    del.onclick = () => { zones.splice(i, 1); sel = -1; list(); draw(); };
-    const pts = document.createElement("span"); pts.className = "hint";
-    pts.textContent = " " + z.polygon.length + " points";
-    li.onclick = ev => { if (ev.target === li || ev.target === pts) { sel = i; list(); draw(); } };
-    li.append(name, " ", kind, " ", del, pts); ul.append(li);
-  });
-}
-function setMode(m) {
-  mode = m; $("finish").disabled = m !== "draw"; $("cancel").disabled = m === "idle";
-  $("mode-hint").textContent = m === "draw" ? "Click the zone's corners, then Finish zone." :
-    m === "roi" ? "Drag a box around the signal head." :
-    "Click New zone to draw one; drag a corner to move it.";
-}
-$("new-zone").onclick = () => { drawing = []; setMode("draw"); draw(); };
-$("cancel").onclick = () => { drawing = null; setMode("idle"); draw(); };
-$("finish").onclick = () => {
-  if (!drawing || drawing.length < 3) { status("A zone needs at least 3 points.", false); return; }
-  let name = $("zone-name").value.trim() || ("zone-" + (zones.length + 1));
-  zones.push({name: name, kind: $("zone-kind").value, polygon: drawing});
-  sel = zones.length - 1; drawing = null; $("zone-name").value = "";
-  setMode("idle"); list(); draw();
-};
-$("draw-roi").onclick = () => setMode("roi");
-$("clear-roi").onclick = () => { roi = null; draw(); };
-cv.addEventListener("mousedown", ev => {
-  const p = pos(ev);
-  if (mode === "draw") { drawing.push(p); draw(); return; }
-  if (mode === "roi") { roiStart = p; roi = [p[0], p[1], 0, 0]; return; }
-  const tol = 8 * cv.width / cv.getBoundingClientRect().width;
-  zones.forEach((z, i) => z.polygon.forEach((q, j) => {
-    if (!drag && Math.abs(q[0] - p[0]) <= tol && Math.abs(q[1] - p[1]) <= tol) {
-      drag = [i, j]; sel = i;
-    }
-  }));
-  if (drag) { list(); draw(); }
-});
-cv.addEventListener("mousemove", ev => {
-  const p = pos(ev);
-  if (mode === "roi" && roiStart) {
-    roi = [Math.min(p[0], roiStart[0]), Math.min(p[1], roiStart[1]),
-           Math.abs(p[0] - roiStart[0]), Math.abs(p[1] - roiStart[1])]; draw(); return; }
-  if (drag) {
-    zones[drag[0]].polygon[drag[1]] = [Math.max(0, Math.min(cv.width - 1, p[0])),
-                                       Math.max(0, Math.min(cv.height - 1, p[1]))]; draw(); }
-});
-window.addEventListener("mouseup", () => {
-  if (mode === "roi" && roiStart) {
-    roiStart = null; if (roi && (roi[2] < 2 || roi[3] < 2)) roi = null;
-    setMode("idle"); draw();
-  }
-  drag = null;
-});
-cv.addEventListener("dblclick", () => { if (mode === "draw") $("finish").click(); });
-function status(msg, ok) {
-  const s = $("status"); s.textContent = msg; s.className = ok ? "ok" : "bad";
-}
-$("save").onclick = async () => {
-  const body = {zones: zones, signal_roi: roi};
-  if (S.calibration_table) {
-    body.calibration = {};
-    ["mounting_height_m", "tilt_deg", "vfov_deg", "roll_deg"].forEach(k => {
-      const v = $("cal-" + k).value; body.calibration[k] = v === "" ? null : Number(v); });
-  }
-  status("saving ...", true);
-  const r = await fetch("/api/save", {method: "POST", headers: {"Content-Type": "application/json"},
-                                      body: JSON.stringify(body)});
-  const a = await r.json();
-  if (a.ok) status("Saved " + a.zones + " zone(s) to " + a.config + " (config " +
-                   a.config_version + "; previous file kept as " + a.backup + ")", true);
-  else status("Not saved:\n" + a.problems.map(p => p.key + ": " + p.reason).join("\n"), false);
-};
-(async () => {
-  S = await (await fetch("/api/state")).json();
-  $("title").textContent = "Calibrate " + S.pole_id;
-  cv.width = S.frame.width; cv.height = S.frame.height;
-  zones = S.zones.map(z => ({name: z.name, kind: z.kind,
-                             polygon: z.polygon.map(p => [p[0], p[1]])}));
-  roi = S.signal_roi;
-  if (S.calibration_table) {
-    Object.entries(S.calibration).forEach(([k, v]) => {
-      if (v !== null && v !== undefined) $("cal-" + k).value = v;
-    });
-  } else { $("cal-fields").hidden = true; $("cal-none").hidden = false; }
-  img.onload = () => { draw(); document.body.dataset.ready = "1"; };
-  img.src = "/snapshot.jpg";
-  list(); setMode("idle"); draw();
-})();
-</script></body></html>
-"""

@@ -9,16 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from edge_controller.config import Config, ConfigError, load
+from edge_controller.config import ConfigError, load
+from polectl.configfile import load_or_exit
+from polectl.console import err, out, print_config_problems
 
 app = typer.Typer(help="Install, commission and watch smartpole poles.", no_args_is_help=True)
 config_app = typer.Typer(help="Work with a pole's TOML config.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-# soft_wrap: a file path or key must never be broken across lines.
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 
 
 @config_app.command("check")
@@ -34,9 +32,8 @@ def config_check(
             out.print_json(json.dumps({"ok": False, "file": str(file), "problems": [
                 {"key": k, "reason": r} for k, r in e.problems]}))
         else:
-            for k, r in e.problems:
-                err.print(f"[red]{file}[/]: [bold]{k}[/]: {r}")
-            err.print("Fix the keys above; docs/config.md lists every key with its default.")
+            print_config_problems(e, "Fix the keys above; docs/config.md lists every key "
+                                  "with its default.")
         raise typer.Exit(2) from None
     if as_json:
         out.print_json(json.dumps({"ok": True, "file": str(file), "pole_id": cfg.pole.id}))
@@ -51,15 +48,6 @@ def config_doc() -> None:
     from polectl.configdoc import render
 
     print(render(), end="")
-
-
-def _load_or_exit(config: Path) -> Config:
-    try:
-        return load(config)
-    except ConfigError as e:
-        for k, r in e.problems:
-            err.print(f"[red]{config}[/]: [bold]{k}[/]: {r}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -88,7 +76,7 @@ def replay(
     from polectl.replay import parse_start
     from polectl.replay import replay as run_replay
 
-    cfg = _load_or_exit(config)
+    cfg = load_or_exit(config)
     if not cfg.zones:
         err.print(f"[red]{config}[/]: [bold]zones[/]: no [[zones]] configured; replay has "
                   "nothing to judge. Draw them with `polectl calibrate` or edit the file.")
@@ -113,7 +101,7 @@ def replay(
 def detect(
     video: Annotated[Path, typer.Argument(help="Recorded video (any format OpenCV reads).")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="The pole's TOML "
-                                                "config (its [detector] section).")] = None,
+                                                "config (its \\[detector] section).")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Detections, one JSON object per "
                                            "analysed frame.")] = Path("detections.jsonl"),
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
@@ -124,8 +112,7 @@ def detect(
     try:
         summary = detect_video(video, config, out_path, progress=True, max_frames=max_frames)
     except ConfigError as e:
-        for k, r in e.problems:
-            err.print(f"[red]{e.source}[/]: [bold]{k}[/]: {r}")
+        print_config_problems(e)
         raise typer.Exit(2) from None
     except (DetectError, FileNotFoundError, ValueError) as e:
         err.print(f"[red]detect failed[/]: {e}")
@@ -174,7 +161,7 @@ def sim(
 ) -> None:
     """Run a whole simulated pole (firmware on the MicroPython unix port, broker, controller)
     on a recorded clip, with a live view of what it publishes; exits when the clip ends."""
-    from polesim.pole import run_sim
+    from polectl.sim import run_sim
 
     code = run_sim(video=video, broker=broker, allow_apt=allow_apt, live=live, workdir=workdir,
                    crossing=crossing, audio_device=audio_device)
@@ -183,19 +170,19 @@ def sim(
 
 def _register_installer_commands() -> None:
     # Each module imports its heavy dependencies only when its command runs.
-    from polectl import calibrate, commission, flash, fleet, provision
+    from polectl import calibrate, flash, provision
+    from polectl import visibility as _vis
+    from polectl.commission.cli import commission_command
+    from polectl.deploy import bundle_app, deploy
+    from polectl.fleet.cli import fleet_sim_command, ingest_command
 
     app.command("flash")(flash.flash_command)
     app.command("provision")(provision.provision_command)
-    app.command("commission")(commission.commission_command)
+    app.command("commission")(commission_command)
     app.command("calibrate")(calibrate.calibrate_command)
-    app.command("fleet-sim")(fleet.fleet_sim_command)
-    app.command("ingest")(fleet.ingest_command)
-    from polectl import visibility as _vis
-    from polectl.deploy import bundle_app, deploy
-
+    app.command("fleet-sim")(fleet_sim_command)
+    app.command("ingest")(ingest_command)
     app.command("visibility")(_vis.command)
-
     app.command()(deploy)
     app.add_typer(bundle_app, name="bundle")
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
 from edge_controller.detect import DetectionPipeline, DetectorConfig
+from polectl.configfile import load_or_raise
 
 
 class DetectError(Exception):
@@ -30,50 +29,11 @@ class DetectError(Exception):
 
 
 def load_detector_config(path: Path | None) -> DetectorConfig:
-    """The `[detector]` section of a pole config (defaults without a file).
-
-    Uses the main config's `detector` section once `edge_controller.config.Config`
-    has one; until then the `[detector]` table is validated here (the other sections
-    are still checked by `edge_controller.config.load`).
-    """
+    """The `[detector]` section of a pole config (defaults without a file); the whole file
+    is validated as the controller validates it."""
     if path is None:
         return DetectorConfig()
-    from edge_controller.config import ConfigError, load
-
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DetectError(f"{path}: cannot read config: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise DetectError(f"{path}: (syntax): {e}") from None
-    section = data.get("detector", {})
-    if not isinstance(section, dict):
-        raise DetectError(f"{path}: detector: must be a table")
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        # Until Config has a `detector` field, its own check rejects the table as unknown.
-        rest = [(k, r) for k, r in e.problems if k != "detector" and not k.startswith(
-            "detector.")]
-        if rest:
-            raise DetectError(str(ConfigError(str(path), rest))) from None
-    else:
-        found = getattr(cfg, "detector", None)
-        if isinstance(found, DetectorConfig):
-            return found
-    try:
-        return DetectorConfig.model_validate(section)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(["detector", *(str(p) for p in err["loc"])])
-            reason = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                reason = "unknown key (check the spelling; see docs/config.md)"
-            lines.append(f"{path}: {key}: {reason}")
-        raise DetectError("\n".join(lines)) from None
+    return load_or_raise(path, DetectError).detector
 
 
 def _box(b: Any) -> list[float]:
@@ -81,6 +41,7 @@ def _box(b: Any) -> list[float]:
             round(float(b[3]), 1), round(float(b[4]), 3)]
 
 
+# Long: the frame loop shares the capture, the pipeline and the progress bar with their cleanup.
 def detect_video(video: Path, config: Path | None, out: Path, progress: bool = True,
                  max_frames: int | None = None, regime: str | None = None,
                  mor_m: float | None = None) -> dict[str, Any]:

@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+from polectl.console import err, out
 
 # MicroPython's firmware image offset per chip (micropython.org/download, "Installation").
 OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0,
@@ -238,6 +236,7 @@ def flash(firmware: Path, port: str | None = None, chip: str = "esp32",
     return rep
 
 
+# Long: most of it is the option list typer turns into the command line.
 def flash_command(
     firmware: Annotated[Path, typer.Argument(help="MicroPython image for the board (.bin from "
                                              "micropython.org/download).")],

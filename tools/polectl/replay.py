@@ -58,6 +58,7 @@ def draw(image: np.ndarray[Any, np.dtype[np.uint8]], zones: list[Zone], step: St
     return out
 
 
+# Long: the frame loop shares the detector, the engine, the writers and the progress bar.
 def replay(
     video: Path,
     cfg: Config,

@@ -10,8 +10,6 @@ measurable range (the band then says which side); `band` is `>=1000`,
 `200-1000`, `50-200`, `<50` or `unknown`. The first estimates are `unknown`
 while the clear-weather reference is learnt (`visibility.reference_frames`
 frames, `reference_gap_s` apart in video time).
-
-Register in tools/polectl/cli.py with `app.command("visibility")(visibility.command)`.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import glob
 import json
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,10 +24,11 @@ from typing import Annotated, Any
 import cv2
 import numpy as np
 import typer
-from pydantic import ValidationError
 
+from edge_controller.detect import DetectorConfig
 from edge_controller.visibility.config import VisibilityConfig
 from edge_controller.visibility.estimator import VisibilityEstimator
+from polectl.configfile import load_or_raise
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Image = np.ndarray[Any, np.dtype[np.uint8]]
@@ -40,55 +38,11 @@ class VisibilityError(Exception):
     """A problem the user can fix (missing input, bad config); the message says which."""
 
 
-def _section_errors(path: Path, name: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join([name, *(str(p) for p in e["loc"])])
-        reason = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            reason = "unknown key (check the spelling; see docs/config.md)"
-        lines.append(f"{path}: {key}: {reason}")
-    return "\n".join(lines)
-
-
-def load_visibility_config(path: Path) -> tuple[VisibilityConfig, dict[str, Any]]:
-    """The `[visibility]` section (and the raw `[detector]` table) of a pole config.
-
-    The whole file is checked by `edge_controller.config.load` as the controller
-    does; until `Config` has a `visibility` field its own check rejects the table
-    as unknown, so the section is validated here.
-    """
-    from edge_controller.config import ConfigError, load
-
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise VisibilityError(f"{path}: cannot read config: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise VisibilityError(f"{path}: (syntax): {e}") from None
-    section = data.get("visibility", {})
-    if not isinstance(section, dict):
-        raise VisibilityError(f"{path}: visibility: must be a table")
-    detector = data.get("detector", {})
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        mine = ("visibility", "dimming")
-        rest = [(k, r) for k, r in e.problems
-                if k not in mine and not k.startswith(("visibility.", "dimming."))]
-        if rest:
-            raise VisibilityError(str(ConfigError(str(path), rest))) from None
-    else:
-        found = getattr(cfg, "visibility", None)
-        if isinstance(found, VisibilityConfig):
-            return found, detector if isinstance(detector, dict) else {}
-    try:
-        vis = VisibilityConfig.model_validate(section)
-    except ValidationError as e:
-        raise VisibilityError(_section_errors(path, "visibility", e)) from None
-    return vis, detector if isinstance(detector, dict) else {}
+def load_visibility_config(path: Path) -> tuple[VisibilityConfig, DetectorConfig]:
+    """The `[visibility]` and `[detector]` sections of a pole config; the whole file is
+    validated as the controller validates it."""
+    cfg = load_or_raise(path, VisibilityError)
+    return cfg.visibility, cfg.detector
 
 
 def frames(source: str, every: float) -> Iterator[tuple[int, float, Image]]:
@@ -155,13 +109,10 @@ def estimate(source: str, cfg: VisibilityConfig, every: float | None = None,
                "regime": rd.regime, "detail": rd.detail}
 
 
-def _detector(section: dict[str, Any]) -> Callable[[Image], Any]:
-    from edge_controller.detect import DetectionPipeline, DetectorConfig
+def _detector(cfg: DetectorConfig) -> Callable[[Image], Any]:
+    from edge_controller.detect import DetectionPipeline
 
-    try:
-        pipe = DetectionPipeline(DetectorConfig.model_validate(section))
-    except ValidationError as e:
-        raise VisibilityError(str(e)) from None
+    pipe = DetectionPipeline(cfg)
     counter = [0]
 
     def run(img: Image) -> Any:
@@ -175,26 +126,26 @@ def command(
     source: Annotated[str, typer.Argument(
         help="Video file (any format OpenCV reads), a folder of images, or a glob of images.")],
     config: Annotated[Path, typer.Option(
-        "--config", "-c", help="The pole's TOML config (its [visibility] section).")],
+        "--config", "-c", help="The pole's TOML config (its \\[visibility] section).")],
     every: Annotated[float | None, typer.Option(
         help="Analyse one frame per this many seconds of video (images: the time between "
         "them). Default: visibility.interval_s.")] = None,
     regime: Annotated[str, typer.Option(
         help="Lighting regime of the recording: day, twilight or night@LEVEL.")] = "day",
     mask_people: Annotated[bool, typer.Option(
-        help="Mask people found by the configured [detector] before each analysis.")] = False,
+        help="Mask people found by the configured \\[detector] before each analysis.")] = False,
     max_frames: Annotated[int | None, typer.Option(
         help="Stop after this many analysed frames.")] = None,
 ) -> None:
     """Estimate visibility (MOR, band, confidence) over a recording: one JSON object per
     estimate on stdout."""
     try:
-        cfg, det_section = load_visibility_config(config)
+        cfg, det_cfg = load_visibility_config(config)
     except VisibilityError as e:  # the config: fix it and run again
         sys.stderr.write(f"{e}\n")
         raise typer.Exit(2) from None
     try:
-        det = _detector(det_section) if mask_people else None
+        det = _detector(det_cfg) if mask_people else None
         for row in estimate(source, cfg, every, regime, max_frames, det):
             sys.stdout.write(json.dumps(row) + "\n")
             sys.stdout.flush()

@@ -1,6 +1,7 @@
 """A whole simulated pole: firmware on the MicroPython unix port, a pty cable, the controller.
 
-Used by `polectl sim` (`make run`) and by the HIL harness. The controller runs
+Used by `polectl sim` (`make run`, which adds polectl's live view) and by the HIL
+harness. The controller runs
 as its own process with a generated TOML config, exactly as on a pole.
 """
 
@@ -15,48 +16,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from polesim.broker import Broker, start_broker
 from polesim.firmware import DEFAULT_BUILD, SimFirmware
+from polesim.tomlwrite import render_toml
 from polesim.wire import PtyWire
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_VIDEO = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
-
-
-def _toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _table(out: list[str], header: str, kv: dict[str, object]) -> None:
-    out.append(header)
-    subs = []
-    for k, v in kv.items():
-        if isinstance(v, dict):
-            subs.append((k, v))
-        else:
-            out.append(f"{k} = {_toml_value(v)}")
-    out.append("")
-    name = header.strip("[]")
-    for k, v in subs:
-        _table(out, f"[{name}.{k}]", v)
-
-
-def render_toml(sections: dict[str, object]) -> str:
-    """Just enough TOML for generated pole configs: tables, sub-tables, arrays of tables."""
-    out: list[str] = []
-    for name, body in sections.items():
-        if isinstance(body, list):
-            for item in body:
-                _table(out, f"[[{name}]]", item)
-        elif isinstance(body, dict):
-            _table(out, f"[{name}]", body)
-    return "\n".join(out)
 
 
 DEMO_ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]
@@ -205,76 +170,3 @@ async def scenario(pole: SimPole, host: str, port: int) -> None:
             else:
                 cmd = {"id": f"demo-{i}", "issued_at": utc_iso(), "body": what}
                 await backend.publish(topic, json.dumps(cmd), qos=1)
-
-
-def run_sim(
-    video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path,
-    crossing: bool = True, audio_device: str = "null",
-) -> int:
-    """`make run`: a simulated pole plays a clip through its camera task, then exits."""
-    from polectl.monitor import monitor
-    from rich.console import Console
-
-    console = Console()
-    video = (video or SAMPLE_VIDEO).resolve()
-    if not video.is_file():
-        console.print(f"[red]video {video} not found[/]")
-        return 2
-    if not (DEFAULT_BUILD / "main.mpy").exists():
-        console.print("[red]no firmware build: run `make firmware` first[/]")
-        return 2
-    own: Broker | None = None
-    if ":" in broker and broker not in ("auto", "mosquitto", "embedded"):
-        host, _, port_s = broker.rpartition(":")
-        url = f"mqtt://{host}:{port_s}"
-    else:
-        own = start_broker(broker, allow_apt=allow_apt)  # type: ignore[arg-type]
-        url = own.url
-        console.print(f"broker: {own.kind} on {url}")
-    workdir = workdir.resolve()
-    from polesim.peripherals import start_demo_peers
-
-    # The pole's neighbours as real peers: a Modbus charger on a pty, an OCPP charge
-    # point (with the pole as its local central system) and an LED screen.
-    peers = start_demo_peers()
-    overrides: dict[str, Any] = {**peers.overrides(refresh_s=5.0)}
-    if crossing:
-        overrides.update(demo_crossing(audio_device))
-    pole = SimPole(workdir, url, video=video, overrides=overrides)
-    host, port = url.split("://")[1].split(":")
-    try:
-        pole.start()
-        fw_path = pole.wire.fw_path if pole.wire else "?"
-        pid = pole.controller.pid if pole.controller else "?"
-        console.print(f"firmware: MicroPython unix port on {fw_path}; controller pid {pid}; "
-                      f"logs in {workdir}")
-
-        async def watch() -> Any:
-            stop = asyncio.Event()
-
-            async def wait_controller() -> None:
-                if pole.controller is not None:
-                    await asyncio.to_thread(pole.controller.wait)
-                await asyncio.sleep(0.5)  # let the last messages land in the view
-                stop.set()
-
-            waiter = asyncio.create_task(wait_controller())
-            story = asyncio.create_task(scenario(pole, host, int(port)))
-            view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live)
-            await waiter
-            story.cancel()
-            return view
-
-        t0 = time.monotonic()
-        view = asyncio.run(watch())
-        code = pole.controller.returncode if pole.controller else 1
-        console.print(f"controller exited with {code} after {time.monotonic() - t0:.1f} s; "
-                      f"{view.total} messages seen")
-        if code != 0:
-            console.print(pole.controller_log_tail())
-        return int(code or 0)
-    finally:
-        pole.stop()
-        peers.stop()
-        if own is not None:
-            own.stop()

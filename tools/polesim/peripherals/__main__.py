@@ -8,7 +8,7 @@ import contextlib
 import logging
 
 from polesim.peripherals.demo import run_demo_peers
-from polesim.pole import render_toml
+from polesim.tomlwrite import render_toml
 
 
 async def _main() -> None:

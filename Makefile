@@ -28,6 +28,7 @@ firmware: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(MAKE) -s typecheck-firmware
 
 typecheck-firmware: venv

@@ -9,22 +9,20 @@ reference and is checked against these models by a test.
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from edge_controller.camera.config import CameraConfig
+from edge_controller.configbase import Section as _Section
 from edge_controller.crossing.config import (
     AudioConfig,
     CrossingConfig,
@@ -32,14 +30,15 @@ from edge_controller.crossing.config import (
     ZoneConfig,
 )
 from edge_controller.detect.config import DetectorConfig
+from edge_controller.link.config import LinkConfig
 from edge_controller.peripherals.config import PeripheralsConfig
+from edge_controller.uplink.config import MqttConfig
 from edge_controller.visibility.config import DimmingConfig, VisibilityConfig
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Sections that live with the code that reads them, re-exported for existing callers.
+__all__ = ["POLE_ID_RE", "CameraConfig", "Config", "ConfigError", "LinkConfig", "MqttConfig",
+           "config_version", "load", "parse"]
 
 
 class PoleConfig(_Section):
@@ -67,103 +66,6 @@ class PoleConfig(_Section):
             raise ValueError(
                 f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
         return v
-
-
-class LinkConfig(_Section):
-    port: str = Field(
-        "/dev/ttyUSB0", description="Serial device of the I/O board (a pty path in simulation)."
-    )
-    baudrate: int = Field(115200, gt=0, description="UART speed in baud.")
-    heartbeat_s: float = Field(
-        1.0, gt=0, le=60, description="Interval between controller heartbeats to the firmware."
-    )
-    ack_timeout_s: float = Field(
-        0.25, gt=0, le=10, description="Time to wait for an ack before retrying a command."
-    )
-    retries: int = Field(
-        3, ge=0, le=10, description="Retransmissions of a command before it fails."
-    )
-    hello_timeout_s: float = Field(
-        2.0, gt=0, le=60, description="Time to wait for the firmware's hello after a request."
-    )
-    lost_after_s: float = Field(
-        3.5, gt=0, le=600,
-        description="Silence from the firmware after which the link counts as lost "
-        "(keep it below the firmware's fail-safe timeout).",
-    )
-
-
-class MqttConfig(_Section):
-    url: str = Field(
-        "mqtt://127.0.0.1:1883",
-        description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).",
-    )
-    protocol: Literal["auto", "5", "3.1.1"] = Field(
-        "auto",
-        description="MQTT version: 'auto' tries 5 and falls back to 3.1.1 if the broker "
-        "refuses it.",
-    )
-    topic_root: str = Field(
-        "smartpole/v1", description="Topic prefix; the API version is part of it."
-    )
-    client_id: str | None = Field(
-        None, description="MQTT client id; defaults to 'smartpole-<pole id>'."
-    )
-    username: str | None = Field(None, description="Broker user name, if the broker wants one.")
-    password: str | None = Field(None, description="Broker password, if the broker wants one.")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
-    timeout_s: float = Field(
-        10.0, gt=0, le=120,
-        description="Time to wait for the broker to answer a CONNECT or acknowledge a publish; "
-        "with protocol 'auto', a broker silent this long on an MQTT 5 CONNECT gets 3.1.1.",
-    )
-    reconnect_min_s: float = Field(
-        0.5, gt=0, le=60, description="First reconnect delay; doubles per failure with jitter."
-    )
-    reconnect_max_s: float = Field(
-        30.0, gt=0, le=3600, description="Largest reconnect delay."
-    )
-    ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (system CAs if unset).")
-    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mqtts://.")
-    key_file: Path | None = Field(None, description="Client private key (PEM) for mqtts://.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        u = urlsplit(v)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
-        try:
-            _ = u.port
-        except ValueError as e:
-            raise ValueError(f"bad port: {e}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> MqttConfig:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        return self
-
-    @field_validator("topic_root")
-    @classmethod
-    def _root(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", v):
-            raise ValueError("must be plain topic levels without wildcards or a trailing '/'")
-        return v
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        u = urlsplit(self.url)
-        return u.port or (8883 if u.scheme == "mqtts" else 1883)
-
-    @property
-    def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
 
 
 class TelemetryConfig(_Section):
@@ -217,36 +119,6 @@ class CommandsConfig(_Section):
         if self.require_signature and self.public_key is None:
             raise ValueError("require_signature needs public_key")
         return self
-
-
-class CameraConfig(_Section):
-    enabled: bool = Field(True, description="Run the camera task.")
-    source: str = Field(
-        "v4l2:0",
-        description="'v4l2:N' or a /dev/videoN path, an rtsp:// or http(s):// stream URL, or "
-        "'file:PATH' for a recorded video.",
-    )
-    realtime: bool = Field(
-        True, description="Pace a video file at its own frame rate (as a live camera would); "
-        "when false the file is read as fast as analysis takes frames, losing none."
-    )
-    on_end: Literal["loop", "stop", "exit"] = Field(
-        "loop",
-        description="When a video file ends: play it again, stop the camera task, or shut the "
-        "controller down cleanly (used by the simulated pole).",
-    )
-    queue_size: int = Field(
-        2, ge=1, le=64, description="Frames buffered between capture and analysis; the oldest "
-        "is dropped when full (live sources and real-time files).",
-    )
-    open_timeout_s: float = Field(
-        10.0, gt=0, le=120, description="Time a V4L2 device or stream may take to open "
-        "(and deliver its first frame, with stall_timeout_s) before it counts as lost.",
-    )
-    stall_timeout_s: float = Field(
-        5.0, gt=0, le=120, description="A live source (V4L2 or stream) silent this long "
-        "counts as lost (camera_lost) and is reopened with backoff.",
-    )
 
 
 class SupervisorConfig(_Section):

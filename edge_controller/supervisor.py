@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge_controller.backoff import exponential
+
 log = logging.getLogger(__name__)
 
 Policy = Literal["always", "on_failure", "never"]
@@ -137,6 +139,5 @@ class Supervisor:
                 return
             h.state = "restarting"
             h.restarts += 1
-            backoff = min(self.restart_max_s,
-                          self.restart_min_s * 2 ** min(len(h.failures) - 1, 20))
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(exponential(self.restart_min_s, self.restart_max_s,
+                                            len(h.failures) - 1))

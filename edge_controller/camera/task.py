@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from edge_controller.backoff import exponential
+from edge_controller.camera.config import CameraConfig
 from edge_controller.camera.source import (
     CaptureThread,
     Frame,
@@ -34,7 +36,6 @@ from edge_controller.camera.source import (
     SourceSpec,
     open_capture,
 )
-from edge_controller.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,11 @@ class CameraTask:
             if delivered:
                 failures = 0
             self._mark_lost(error or "source ended")
-            delay = min(self.reopen_max_s, self.reopen_min_s * 2 ** min(failures, 32))
+            delay = exponential(self.reopen_min_s, self.reopen_max_s, failures)
             failures += 1
             await asyncio.sleep(delay)
 
+    # Over 60 lines: open, first-frame wait, stall watchdog and delivery share one state.
     async def _session(self) -> tuple[int, str]:
         """Open the source and deliver its frames until it ends, fails or stalls.
 

@@ -14,18 +14,42 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge_controller.camera.source import Frame
 from edge_controller.clock import utc_iso
 from edge_controller.crossing.audio import AlsaPlayer, Play, Played, WarningPolicy
+from edge_controller.crossing.config import AudioConfig, CrossingConfig, SignalConfig, ZoneConfig
 from edge_controller.crossing.engine import CrossingEngine, zones_from_config
 from edge_controller.crossing.privacy import snapshot_jpeg
-from edge_controller.crossing.signal import Colour, PushedSignal
+from edge_controller.crossing.signal import Colour, PushedSignal, din_colour, parse_feed
+from edge_controller.detect.config import DetectorConfig
 
 log = logging.getLogger(__name__)
+
+
+class _Pole(Protocol):
+    @property
+    def timezone(self) -> str: ...
+
+
+class CrossingSections(Protocol):
+    """The config sections the crossing feature reads (the pole's Config has them all)."""
+
+    @property
+    def zones(self) -> list[ZoneConfig]: ...
+    @property
+    def crossing(self) -> CrossingConfig: ...
+    @property
+    def signal(self) -> SignalConfig: ...
+    @property
+    def audio(self) -> AudioConfig: ...
+    @property
+    def detector(self) -> DetectorConfig: ...
+    @property
+    def pole(self) -> _Pole: ...
 
 
 @dataclass
@@ -43,7 +67,7 @@ class _Result:
 class CrossingService:
     def __init__(
         self,
-        cfg: Any,  # edge_controller.config.Config (typed loosely to avoid an import cycle)
+        cfg: CrossingSections,
         on_event: Callable[[str, dict[str, Any]], None],
         amp: Callable[[bool], Awaitable[bool]] | None,
     ) -> None:
@@ -69,6 +93,7 @@ class CrossingService:
         self.last_detect_ms = 0.0
         self.warning_latency_ms: deque[float] = deque(maxlen=200)  # frame -> aplay started
         self.skipped: dict[str, int] = {}
+        self.signal_rejected = 0  # feed messages that were neither red nor green
 
     # ---- inputs ---------------------------------------------------------------
 
@@ -82,6 +107,22 @@ class CrossingService:
     def push_signal(self, colour: Colour, t: float) -> None:
         if isinstance(self.engine.signal, PushedSignal):
             self.engine.signal.push(colour, t)
+
+    def on_signal_feed(self, payload: bytes) -> None:
+        """A message on the external signal topic ([signal] source = 'mqtt')."""
+        colour = parse_feed(payload)
+        if colour is None:
+            self.signal_rejected += 1
+            log.warning("signal feed: ignored %r (want red or green)",
+                        payload.decode(errors="replace").strip()[:40])
+            return
+        self.push_signal(colour, time.time())
+
+    def on_digital_inputs(self, levels: int) -> None:
+        """The firmware's digital inputs changed ([signal] source = 'din')."""
+        sig = self.cfg.signal
+        if sig.source == "din":
+            self.push_signal(din_colour(levels, sig.din_bit, sig.din_red_level), time.time())
 
     # ---- tasks ----------------------------------------------------------------
 

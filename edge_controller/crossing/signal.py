@@ -11,6 +11,8 @@ A stale or unknown state never produces violations (the rule checks `usable`).
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -85,6 +87,23 @@ class PushedSignal:
 
     def state(self, t: float) -> SignalState:
         return self._s
+
+
+def parse_feed(payload: bytes) -> Colour | None:
+    """An external feed message: 'red' / 'green', or {"state": "red"}; None if neither."""
+    text = payload.decode(errors="replace").strip()
+    with contextlib.suppress(ValueError):
+        doc = json.loads(text)
+        if isinstance(doc, dict):
+            text = str(doc.get("state", ""))
+        elif isinstance(doc, str):
+            text = doc
+    return "red" if text == "red" else "green" if text == "green" else None
+
+
+def din_colour(levels: int, bit: int, red_level: int) -> Colour:
+    """The signal from the firmware's digital inputs: `bit` at `red_level` means red."""
+    return "red" if (levels >> bit) & 1 == red_level else "green"
 
 
 class CameraSignal:

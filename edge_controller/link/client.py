@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import serial_asyncio_fast
 
-from edge_controller.config import LinkConfig
+from edge_controller.link.config import LinkConfig
 from edge_controller.link.session import LinkEvent, LinkSession, Outcome
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEVICE_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 PROFILE_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
+# Screen protocol profiles by name: the built-in one, and any that led_screen.py's
+# register_profile adds; here so that a config validates without the screen code.
+SCREEN_PROFILES: set[str] = {"smartpole-ascii-v1"}
 
 ConnectorState = Literal[
     "Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing",
@@ -172,10 +175,9 @@ class ScreenSettings(_Section):
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: str) -> str:
-        from edge_controller.peripherals.led_screen import PROFILES
-
-        if v not in PROFILES:
-            raise ValueError(f"unknown screen profile (known: {', '.join(sorted(PROFILES))})")
+        if v not in SCREEN_PROFILES:
+            raise ValueError(
+                f"unknown screen profile (known: {', '.join(sorted(SCREEN_PROFILES))})")
         return v
 
     @field_validator("address")

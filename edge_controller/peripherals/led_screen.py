@@ -16,8 +16,9 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from edge_controller.peripherals.base import Adapter, CommandOutcome, Sink
-from edge_controller.peripherals.config import DeviceConfig
+from edge_controller.api.commands import CommandOutcome
+from edge_controller.peripherals.adapter import Adapter, Sink
+from edge_controller.peripherals.config import SCREEN_PROFILES, DeviceConfig
 from edge_controller.peripherals.status import ScreenStatus
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,17 @@ class AsciiV1(ScreenProfile):
         raise ScreenReject("malformed_reply", f"expected OK or ERR, got {body[:40]!r}")
 
 
-PROFILES: dict[str, type[ScreenProfile]] = {AsciiV1.name: AsciiV1}
+PROFILES: dict[str, type[ScreenProfile]] = {}
 
 
 def register_profile(cls: type[ScreenProfile]) -> type[ScreenProfile]:
     """Class decorator: make a profile selectable by its name in config."""
     PROFILES[cls.name] = cls
+    SCREEN_PROFILES.add(cls.name)
     return cls
+
+
+register_profile(AsciiV1)
 
 
 class LedScreenAdapter(Adapter):

@@ -25,11 +25,12 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 
-from edge_controller.peripherals.base import Adapter, Sink
+from edge_controller.peripherals.adapter import Adapter, Sink
 from edge_controller.peripherals.config import (
     DeviceConfig,
     ModbusProfileConfig,
     ModbusSettings,
+    PeripheralsConfig,
     RegisterConfig,
 )
 from edge_controller.peripherals.status import ChargerStatus
@@ -323,6 +324,12 @@ class ModbusChargerAdapter(Adapter):
             bus = shared[key] = ModbusBus(self.settings)
         self.bus = bus
         self.polls = 0
+
+    @classmethod
+    def create(cls, device: DeviceConfig, cfg: PeripheralsConfig, sink: Sink,
+               shared: dict[str, Any]) -> Adapter:
+        profile = cfg.profile(device.modbus.profile if device.modbus else "default")
+        return cls(device, sink, profile, shared)
 
     async def poll_once(self) -> ChargerStatus | None:
         self.polls += 1

@@ -13,21 +13,24 @@ import json
 import logging
 import random
 import socket
-import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 
+from edge_controller.api.messages import Event, Message, State, StateReason
+from edge_controller.api.version import PAYLOAD_VERSION
+from edge_controller.backoff import backoff_delays
 from edge_controller.clock import utc_iso
-from edge_controller.config import MqttConfig
+from edge_controller.tlsctx import client_context
+from edge_controller.uplink.config import MqttConfig
 from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
-API_VERSION = 1
+__all__ = ["Record", "Uplink", "backoff_delays"]
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,6 @@ class Record:
     payload: dict[str, Any]
     qos: int = 1
     retain: bool = False
-
-
-def backoff_delays(lo: float, hi: float, rng: random.Random) -> Callable[[int], float]:
-    """Jittered exponential backoff: attempt n waits U(lo/2, min(hi, lo * 2**n))."""
-
-    def delay(attempt: int) -> float:
-        return rng.uniform(lo / 2, min(hi, lo * 2 ** min(attempt, 30)))
-
-    return delay
 
 
 class Uplink:
@@ -78,7 +72,6 @@ class Uplink:
         self.published = 0
         self.refused = 0
         self.commands_received = 0
-        self.commands_rejected = 0
 
     @property
     def dropped(self) -> int:
@@ -90,8 +83,16 @@ class Uplink:
 
     # ---- the single publish path ---------------------------------------------
 
+    def header(self) -> dict[str, Any]:
+        """The fields every message starts with (api.Message), for a message built now."""
+        return {"pole_id": self.topics.pole_id, "ts": utc_iso()}
+
     def stamp(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"v": API_VERSION, "pole_id": self.topics.pole_id, "ts": utc_iso(), **payload}
+        return {"v": PAYLOAD_VERSION, **self.header(), **payload}
+
+    def send(self, topic: str, message: Message, retain: bool = False) -> None:
+        """Publish an API message (the usual way in; `publish` takes plain records)."""
+        self.publish(Record(topic, message.payload(), retain=retain))
 
     def publish(self, record: Record) -> None:
         """Every record goes here. Retained records are state (the latest wins, re-sent on
@@ -105,14 +106,15 @@ class Uplink:
         self._have.set()
 
     def event(self, name: str, detail: dict[str, Any]) -> None:
-        self.publish(Record(self.topics.events, self.stamp({"event": name, "detail": detail})))
+        self.send(self.topics.events, Event(**self.header(), event=name, detail=detail))
 
     def refresh_birth(self) -> None:
         self.publish(Record(self.topics.birth, self.stamp(self._birth()), retain=True))
 
-    def state_payload(self, state: str, reason: str, ts: bool = True) -> dict[str, Any]:
-        return {"v": API_VERSION, "pole_id": self.topics.pole_id, "state": state,
-                "ts": utc_iso() if ts else None, "reason": reason}
+    def state_payload(self, state: Literal["online", "offline"], reason: StateReason,
+                      ts: bool = True) -> dict[str, Any]:
+        return State(pole_id=self.topics.pole_id, state=state, ts=utc_iso() if ts else None,
+                     reason=reason).payload()
 
     def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
         """Also listen to `topic` (e.g. an external signal feed); set before run()."""
@@ -128,11 +130,7 @@ class Uplink:
             qos=1,
             retain=True,
         )
-        tls: ssl.SSLContext | None = None
-        if cfg.tls:
-            tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
-            if cfg.cert_file:
-                tls.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
+        tls = client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
         v5 = protocol == "5"
         return aiomqtt.Client(
             cfg.host,
@@ -297,7 +295,7 @@ class Uplink:
                 await asyncio.wait_for(self._drained.wait(), within_s)
         return not len(self.store)
 
-    async def shutdown(self, reason: str = "shutdown", within_s: float = 3.0) -> None:
+    async def shutdown(self, reason: StateReason = "shutdown", within_s: float = 3.0) -> None:
         """Clean stop: drain what is queued, then say offline (retained) before leaving."""
         await self.flush(within_s)
         client = self._client

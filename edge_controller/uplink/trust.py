@@ -13,12 +13,15 @@ import base64
 import json
 import sqlite3
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from edge_controller.api.commands import Envelope, parse_ts
 
 
 def signed_bytes(envelope: dict[str, Any]) -> bytes:
@@ -45,14 +48,43 @@ def verify(envelope: dict[str, Any], key: Ed25519PublicKey) -> str | None:
     return None
 
 
-class ResultCache:
-    """Answered command ids and their results: bounded LRU, persisted in SQLite."""
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Which parsed commands the pole believes (sans-I/O: the time is an argument)."""
 
-    def __init__(self, db: sqlite3.Connection | None, size: int = 2000) -> None:
+    key: Ed25519PublicKey | None = None
+    require_signature: bool = False
+    max_clock_skew_s: float = 300.0
+
+    def check(self, envelope: dict[str, Any], cmd: Envelope,
+              now: float) -> tuple[str, str] | None:
+        """None to run `cmd` (`envelope` is its JSON object), else (reason, detail)."""
+        issued = parse_ts(cmd.issued_at)
+        if issued - now > self.max_clock_skew_s:
+            return "not_yet_valid", f"issued_at is {issued - now:.0f} s in the future"
+        if self.key is None or (cmd.sig is None and not self.require_signature):
+            return None
+        problem = verify(envelope, self.key)
+        if problem is not None:
+            return "signature", f"{problem} (commands must be signed with the city's key)"
+        return None
+
+
+class ResultCache:
+    """Answered command ids and their results: bounded LRU, persisted in SQLite.
+
+    `path` is the queue's database file (its own connection, its own table);
+    None keeps the cache in memory.
+    """
+
+    def __init__(self, path: str | Path | None, size: int = 2000) -> None:
         self.size = size
-        self.db = db
+        self.db = None if path is None else sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False)
         self._mem: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        db = self.db
         if db is not None:
+            db.execute("PRAGMA synchronous=FULL")
             db.execute("CREATE TABLE IF NOT EXISTS results (id TEXT PRIMARY KEY, "
                        "result TEXT NOT NULL, at REAL NOT NULL)")
             for cid, res in db.execute(

@@ -1,9 +1,8 @@
-"""Command bodies for dimming, in the style of `edge_controller.uplink.commands`.
+"""Dimming commands: `lamp.override` and `dimming.schedule`, registered with the dispatcher.
 
-`LampOverride` and `DimmingSchedule` are strict pydantic models with a `type`
-literal, ready to join the discriminated `Body` union of the command
-envelope. `DimmingService.apply_override` / `apply_schedule` carry them out
-(sans-I/O: they take `now` and return a `CommandOutcome`).
+The bodies are API models (`edge_controller.api.commands`); `DimmingService`
+carries them out (sans-I/O: `apply_override` / `apply_schedule` return a
+`CommandOutcome`).
 
     {"type": "lamp.override", "level": 100, "duration_s": 1800}
     {"type": "lamp.override", "level": 0, "duration_s": 0}       # cancel
@@ -13,48 +12,29 @@ envelope. `DimmingService.apply_override` / `apply_schedule` carry them out
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from edge_controller.api.commands import CommandOutcome, DimmingSchedule, LampOverride, Period
 
-from edge_controller.visibility.config import HHMM
+if TYPE_CHECKING:
+    from edge_controller.uplink.dispatcher import CommandDispatcher
+    from edge_controller.visibility.service import DimmingService
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class LampOverride(_Strict):
-    type: Literal["lamp.override"]
-    level: int = Field(ge=0, le=100, description="Level (%); clamped to [floor, design], "
-                       "0 switches the lamp off.")
-    duration_s: int | float = Field(ge=0, le=7 * 86400, description="How long; 0 cancels "
-                                    "a running override.")
+__all__ = ["CommandOutcome", "DimmingSchedule", "LampOverride", "Period", "register"]
 
 
-class Period(_Strict):
-    start: Annotated[str, Field(pattern=HHMM)]
-    end: Annotated[str, Field(pattern=HHMM)]
-    level: int = Field(ge=0, le=100)
+def register(dispatcher: CommandDispatcher, service: DimmingService | None) -> None:
+    """Give the dispatcher this feature's commands (refused with a reason when it is off)."""
+    if service is None:
+        for t in ("lamp.override", "dimming.schedule"):
+            dispatcher.refuse(t, "dimming is not enabled")
+        return
 
-    @model_validator(mode="after")
-    def _not_empty(self) -> Period:
-        if self.start == self.end:
-            raise ValueError("start and end must differ")
-        return self
+    async def override(body: LampOverride) -> CommandOutcome:
+        return service.apply_override(body)
 
+    async def schedule(body: DimmingSchedule) -> CommandOutcome:
+        return service.apply_schedule(body)
 
-class DimmingSchedule(_Strict):
-    type: Literal["dimming.schedule"]
-    night_level: int | None = Field(None, ge=0, le=100, description="New night level (%); "
-                                    "omitted: unchanged.")
-    periods: list[Period] = Field(default_factory=list, max_length=8,
-                                  description="Replaces the night periods (empty: none).")
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    status: str  # ok | rejected | failed
-    reason: str  # done | bad_value | disabled
-    detail: str
+    dispatcher.register("lamp.override", LampOverride, override)
+    dispatcher.register("dimming.schedule", DimmingSchedule, schedule)

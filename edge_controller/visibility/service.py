@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_controller.visibility.commands import CommandOutcome, DimmingSchedule, LampOverride
+from edge_controller.api.commands import CommandOutcome, DimmingSchedule, LampOverride
+from edge_controller.pole_state import FAULT_LINK_LOST, FAULT_NAMES
 from edge_controller.visibility.config import DimmingConfig, SchedulePeriod, VisibilityConfig
 from edge_controller.visibility.estimator import (
     BANDS,
@@ -45,16 +46,8 @@ from edge_controller.visibility.policy import (
 
 log = logging.getLogger(__name__)
 
-# fault_report codes (docs/link.md, docs/firmware.md)
-FAULT_LINK_LOST = 7
-LAMP_FAULTS = {
-    1: "lamp_open_circuit",
-    2: "lamp_overcurrent",
-    8: "lamp_failure",
-    9: "lamp_power_high",
-    10: "day_burning",
-    11: "lamp_cycling",
-}
+# The fault_report codes about the lamp (the table is pole_state.FAULT_NAMES).
+LAMP_FAULTS = {c: FAULT_NAMES[c] for c in (1, 2, 8, 9, 10, 11)}
 SETTLE_S = 5.0  # after a lamp change, frames wait this long (exposure, fade tail)
 STARTUP_GRACE_S = 10.0  # without sun position, wait this long for the first lux reading
 

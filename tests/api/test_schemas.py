@@ -35,6 +35,7 @@ OPTIONAL = {
     ("command", "/$defs/reboot/properties"): {"target"},
     ("command", "/$defs/screen_text/properties"): {"device_id"},
     ("command", "/$defs/dimming_schedule/properties"): {"night_level", "periods"},
+    ("birth", "/properties"): {"api_version", "commands"},  # since 1.6.0: absent from older poles
 }
 
 # The one object schema allowed to be open (documented in its $comment).
@@ -652,7 +653,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.5.0"
+    assert asyncapi["info"]["version"] == "1.6.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

@@ -1,0 +1,85 @@
+"""`[mqtt]`: the upstream broker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_controller.configbase import Section as _Section
+
+
+class MqttConfig(_Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto",
+        description="MQTT version: 'auto' tries 5 and falls back to 3.1.1 if the broker "
+        "refuses it.",
+    )
+    topic_root: str = Field(
+        "smartpole/v1", description="Topic prefix; the API version is part of it."
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id; defaults to 'smartpole-<pole id>'."
+    )
+    username: str | None = Field(None, description="Broker user name, if the broker wants one.")
+    password: str | None = Field(None, description="Broker password, if the broker wants one.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=120,
+        description="Time to wait for the broker to answer a CONNECT or acknowledge a publish; "
+        "with protocol 'auto', a broker silent this long on an MQTT 5 CONNECT gets 3.1.1.",
+    )
+    reconnect_min_s: float = Field(
+        0.5, gt=0, le=60, description="First reconnect delay; doubles per failure with jitter."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Largest reconnect delay."
+    )
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (system CAs if unset).")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mqtts://.")
+    key_file: Path | None = Field(None, description="Client private key (PEM) for mqtts://.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        try:
+            _ = u.port
+        except ValueError as e:
+            raise ValueError(f"bad port: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", v):
+            raise ValueError("must be plain topic levels without wildcards or a trailing '/'")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.url)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"

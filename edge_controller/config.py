@@ -9,6 +9,7 @@ reference and is checked against these models by a test.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -66,6 +67,25 @@ class PoleConfig(_Section):
             raise ValueError(
                 f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from None
         return v
+
+
+class UpdateConfig(_Section):
+    public_key: str | None = Field(
+        None, description="The city's Ed25519 firmware-update key, pinned: 64 hex digits or "
+        "a PEM file. Bundles are verified against this key and no other (polectl deploy "
+        "--config reads it here); unset, no update is accepted (docs/security.md).",
+    )
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        # Format only: a file is read (and its key checked) when an update is verified.
+        if v is None:
+            return v
+        v = v.strip()
+        if re.fullmatch(r"[0-9a-fA-F]{64}", v) or (v and not re.fullmatch(r"[0-9a-fA-F]+", v)):
+            return v
+        raise ValueError("must be 64 hex digits (the raw key) or the path of a PEM file")
 
 
 class TelemetryConfig(_Section):
@@ -185,6 +205,10 @@ class Config(_Section):
         default_factory=PeripheralsConfig,
         description="EV charging piles and LED screens relayed upstream "
         "([[peripherals.devices]], docs/peripherals.md).",
+    )
+    update: UpdateConfig = Field(
+        default_factory=UpdateConfig, description="Signed firmware updates of the I/O board "
+        "(docs/deploy.md, docs/security.md).",
     )
 
     @model_validator(mode="after")

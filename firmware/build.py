@@ -2,6 +2,7 @@
 
     python firmware/build.py [--out build/firmware]     build
     python firmware/build.py --version 0.2.0             build, reporting that version
+    python firmware/build.py --version 0.2.0 --counter 7 and with anti-rollback counter 7
     python firmware/build.py --typecheck                 mypy against the ESP32 stubs
 
 The link codec is shared with the edge controller: it is copied from
@@ -61,10 +62,27 @@ def source_version() -> str:
     return m.group(1)
 
 
-def build(out: Path, opt: int = 0, version: str | None = None) -> list[dict[str, object]]:
+_FW_COUNTER = re.compile(r"^FW_COUNTER = ([0-9]+)$", re.M)
+MAX_COUNTER = 0x7FFFFFFF  # a small int on every MicroPython port
+
+
+def source_counter() -> int:
+    """FW_COUNTER as written in firmware/src/app.py."""
+    m = _FW_COUNTER.search((SRC / "app.py").read_text())
+    if m is None:
+        raise SystemExit("firmware/src/app.py has no FW_COUNTER line")
+    return int(m.group(1))
+
+
+def build(out: Path, opt: int = 0, version: str | None = None,
+          counter: int | None = None) -> list[dict[str, object]]:
     """Compile every module into `out`. `version` replaces FW_VERSION in the
     staged app.py (what `hello` reports), so a release or a test image can
-    carry its own version without editing the source."""
+    carry its own version without editing the source. `counter` replaces
+    FW_COUNTER the same way: the anti-rollback counter the board compares
+    with its floor (docs/security.md)."""
+    if counter is not None and not 0 <= counter <= MAX_COUNTER:
+        raise SystemExit(f"bad firmware counter {counter}: use 0..{MAX_COUNTER}")
     if version is not None and not re.fullmatch(r"[0-9A-Za-z._+-]{1,32}", version):
         raise SystemExit(f"bad firmware version {version!r}: use 1-32 of 0-9 A-Z a-z . _ + -")
     mpy_cross = find_mpy_cross()
@@ -85,6 +103,11 @@ def build(out: Path, opt: int = 0, version: str | None = None) -> list[dict[str,
             if n != 1:
                 raise SystemExit("firmware/src/app.py has no FW_VERSION line")
             staged.write_text(text)
+        if name == "app" and counter is not None:
+            text, n = _FW_COUNTER.subn(f"FW_COUNTER = {counter}", staged.read_text())
+            if n != 1:
+                raise SystemExit("firmware/src/app.py has no FW_COUNTER line")
+            staged.write_text(text)
         target = out / (name + ".mpy")
         cmd = [*mpy_cross, f"-O{opt}", "-s", name + ".py", "-o", str(target), str(staged)]
         res = subprocess.run(cmd, capture_output=True, text=True)
@@ -103,6 +126,7 @@ def build(out: Path, opt: int = 0, version: str | None = None) -> list[dict[str,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "mpy_cross": " ".join(mpy_cross),
         "fw_version": version if version is not None else source_version(),
+        "fw_counter": counter if counter is not None else source_counter(),
         "modules": rows,
     }, indent=1) + "\n")
     return rows
@@ -169,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     ap.add_argument("-O", "--opt", type=int, default=0, help="mpy-cross optimisation level")
     ap.add_argument("--version", help="firmware version to build in (default: app.py's)")
+    ap.add_argument("--counter", type=int, help="anti-rollback counter to build in "
+                    "(default: app.py's FW_COUNTER)")
     ap.add_argument("--typecheck", action="store_true",
                     help="type-check firmware/src against micropython-esp32-stubs, no build")
     args = ap.parse_args(argv)
     if args.typecheck:
         return typecheck()
     out = args.out.resolve()
-    rows = build(out, args.opt, args.version)
+    rows = build(out, args.opt, args.version, args.counter)
     print(summary(out, rows))
     return 0
 

@@ -9,6 +9,7 @@ when the section is left out). Modbus register maps are profiles: the built-in
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -125,14 +126,62 @@ class ModbusSettings(_Section):
     timeout_s: float = Field(0.5, gt=0, le=10, description="Time to wait for a reply.")
 
 
+CP_ID_RE = r"^[A-Za-z0-9._:-]{1,48}$"  # OCPP 1.6: identity is CiString48, URL-safe here
+ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class ChargePointAuth(_Section):
+    """One charger allowed to connect, and where its OCPP password is kept."""
+
+    id: Annotated[str, Field(pattern=CP_ID_RE)] = Field(
+        "cp-1", description="Charge point id: the last URL path segment the charger connects "
+        "to (ws://pole:port/<id>) and its HTTP Basic user name.")
+    password_file: str | None = Field(
+        None, description="File holding this charger's password (security profile 1 and 2; "
+        "its first line, 16-40 characters, OCPP's AuthorizationKey). Keep it mode 0600.")
+    password_env: str | None = Field(
+        None, pattern=ENV_RE,
+        description="Environment variable holding the password instead of a file.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChargePointAuth:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError(f"charge point {self.id}: give password_file or password_env, "
+                             "not both")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OcppSettings(_Section):
-    listen_host: str = Field("0.0.0.0", description="Address the pole's OCPP WebSocket server "
-                             "listens on (the charger connects here).")
+    listen_host: str = Field("127.0.0.1", description="Address the pole's OCPP WebSocket "
+                             "server listens on (the charger connects here): loopback by "
+                             "default; set the address of the charger's link interface, "
+                             "which needs security_profile 1 or 2 (docs/security.md).")
     listen_port: int = Field(9000, ge=0, le=65535, description="TCP port of that server "
                              "(0: any free port, for tests).")
     charge_point_id: str = Field(
         "", description="Charge point id expected as the last URL path segment "
-        "(ws://pole:port/<id>); empty accepts any id.")
+        "(ws://pole:port/<id>); empty accepts any id (loopback only). With charge_points, "
+        "leave it empty: that list is the allow-list.")
+    charge_points: list[ChargePointAuth] = Field(
+        default_factory=list, description="Allow-list of chargers: "
+        "[[peripherals.devices.ocpp.charge_points]] tables (id, password_file or "
+        "password_env); any other id is refused with HTTP 404.")
+    security_profile: Literal[0, 1, 2] = Field(
+        0, description="OCPP 1.6 security profile: 0 none (loopback only), 1 HTTP Basic "
+        "with a password per charger, 2 TLS (tls_cert_file, tls_key_file) plus HTTP Basic.")
+    tls_cert_file: str | None = Field(
+        None, description="Profile 2: the pole's server certificate chain (PEM).")
+    tls_key_file: str | None = Field(
+        None, description="Profile 2: its private key (PEM, mode 0600).")
     connector_id: int = Field(1, ge=1, le=64, description="Connector whose state is relayed "
                               "(connector 0 Faulted/Unavailable overrides it).")
     upstream_url: str | None = Field(
@@ -148,6 +197,44 @@ class OcppSettings(_Section):
     accept_id_tags: list[str] = Field(
         default_factory=list, description="Local answers: id tags accepted by Authorize and "
         "StartTransaction; empty accepts every tag.")
+
+    def allowed_ids(self) -> list[str]:
+        """Ids that may connect; empty: any (loopback without a profile only)."""
+        if self.charge_points:
+            return [c.id for c in self.charge_points]
+        return [self.charge_point_id] if self.charge_point_id else []
+
+    def auth_for(self, cp_id: str) -> ChargePointAuth | None:
+        return next((c for c in self.charge_points if c.id == cp_id), None)
+
+    @model_validator(mode="after")
+    def _secure(self) -> OcppSettings:
+        ids = [c.id for c in self.charge_points]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"charge_points: ids must be unique: {', '.join(dupes)}")
+        if self.charge_points and self.charge_point_id:
+            raise ValueError("give charge_point_id or charge_points, not both "
+                             "(charge_points is the allow-list)")
+        if self.security_profile >= 1:
+            if not self.charge_points:
+                raise ValueError(f"security_profile {self.security_profile} needs "
+                                 "charge_points, each with password_file or password_env")
+            bare = [c.id for c in self.charge_points
+                    if c.password_file is None and c.password_env is None]
+            if bare:
+                raise ValueError(f"security_profile {self.security_profile}: charge points "
+                                 f"{', '.join(bare)} have no password_file or password_env")
+        if self.security_profile == 2 and (not self.tls_cert_file or not self.tls_key_file):
+            raise ValueError("security_profile 2 (TLS) needs tls_cert_file and tls_key_file")
+        if self.security_profile < 2 and (self.tls_cert_file or self.tls_key_file):
+            raise ValueError("tls_cert_file/tls_key_file apply to security_profile 2 only")
+        if self.security_profile == 0 and not _is_loopback(self.listen_host):
+            # An id is no secret: anyone on the charger's network could connect as it.
+            raise ValueError(f"listen_host {self.listen_host!r} is reachable from the network: "
+                             "set security_profile 1 (HTTP Basic per charger) or 2 (TLS), or "
+                             "listen on 127.0.0.1")
+        return self
 
     @field_validator("upstream_url")
     @classmethod

@@ -12,6 +12,16 @@ the core profile itself (BootNotification, Heartbeat, StatusNotification,
 MeterValues, Authorize, StartTransaction, StopTransaction) with the `ocpp`
 package's ChargePoint.
 
+Who may connect (docs/security.md, "OCPP"): the server listens on loopback
+unless configured otherwise; only the charge point ids of the allow-list get
+a connection (HTTP 404 for any other); with security profile 1 each charger
+proves its id with HTTP Basic and its own password (HTTP 401 otherwise), and
+profile 2 adds TLS (a plain ws:// connection fails its handshake). All of it
+is decided in the opening handshake, before an upstream connection is opened
+or an existing charger connection is superseded. Passwords are read from
+their file or environment variable at each handshake, so a rotated password
+takes effect without a restart and never sits in the config.
+
 `OcppObserver` (sans-I/O) reads the traffic: it validates each message against
 the OCPP 1.6 JSON schemas, rejects (with a logged reason) what is not valid,
 and keeps the connector state, error code, meter values and transaction.
@@ -20,10 +30,16 @@ and keeps the connector state, error code, meter values and transaction.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import itertools
 import json
 import logging
+import os
+import ssl
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -39,7 +55,12 @@ from websockets.typing import Subprotocol
 
 from edge_controller.clock import utc_iso
 from edge_controller.peripherals.base import Adapter, Sink
-from edge_controller.peripherals.config import CONNECTOR_STATES, DeviceConfig, OcppSettings
+from edge_controller.peripherals.config import (
+    CONNECTOR_STATES,
+    ChargePointAuth,
+    DeviceConfig,
+    OcppSettings,
+)
 from edge_controller.peripherals.ocpp_compat import (
     OCPP_VERSION,
     SUBPROTOCOL,
@@ -63,6 +84,12 @@ CLOSE_TIMEOUT_S = 1.0
 # Largest frame accepted either way; a bigger one closes that connection with 1009. OCPP 1.6J
 # messages are a few kB at most; the limit keeps one peer from exhausting the pole's memory.
 MAX_FRAME_BYTES = 1 << 20
+
+# OCPP 1.6 security whitepaper: the AuthorizationKey is 16-40 characters (profile 1/2).
+PASSWORD_MIN, PASSWORD_MAX = 16, 40
+# Refused handshakes are logged at most this often per reason (a scanner must not flood
+# the log); the counters in OcppProxyAdapter.refused count every one.
+REFUSAL_LOG_EVERY_S = 60.0
 
 Sender = Literal["cp", "cs"]  # charge point (the charger) or central system
 _UNITS = {"Wh": 1.0, "kWh": 1000.0, "W": 1.0, "kW": 1000.0, "V": 1.0, "A": 1.0}
@@ -281,6 +308,62 @@ def _close_story(ws: ServerConnection) -> str:
     return "connection lost without a close frame"
 
 
+class SecretError(ValueError):
+    """A charger's password cannot be read (missing file or variable, bad length)."""
+
+
+def read_password(cp: ChargePointAuth) -> str:
+    """The charger's password from its file (first line) or environment variable."""
+    if cp.password_file is not None:
+        try:
+            with open(cp.password_file, encoding="utf-8") as f:
+                pw = f.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SecretError(f"password_file {cp.password_file}: {e}") from None
+        where = cp.password_file
+    elif cp.password_env is not None:
+        pw = os.environ.get(cp.password_env, "")
+        where = f"${cp.password_env}"
+        if not pw:
+            raise SecretError(f"environment variable {cp.password_env} is not set")
+    else:
+        raise SecretError(f"charge point {cp.id} has no password_file or password_env")
+    if not PASSWORD_MIN <= len(pw) <= PASSWORD_MAX:
+        raise SecretError(f"{where}: the password must be {PASSWORD_MIN}-{PASSWORD_MAX} "
+                          f"characters, not {len(pw)}")
+    return pw
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic ...` header; None if absent or bad."""
+    if header is None:
+        return None
+    scheme, _, b64 = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(b64.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, pw = raw.partition(":")
+    return (user, pw) if sep else None
+
+
+def server_tls(settings: OcppSettings) -> ssl.SSLContext | None:
+    """The TLS context of security profile 2 (TLS 1.2 or newer, as OCPP requires)."""
+    if settings.security_profile != 2:
+        return None
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise SecretError(f"TLS certificate {settings.tls_cert_file} / key "
+                          f"{settings.tls_key_file} cannot be loaded: {e}") from None
+    return ctx
+
+
 class _Reject(Exception):
     def __init__(self, action: str | None, reason: str) -> None:
         super().__init__(reason)
@@ -420,17 +503,25 @@ class OcppProxyAdapter(Adapter):
         self._upstreams: dict[int, ClientConnection] = {}
         self._next_tx = itertools.count(1)
         self.forwarded = {"cp": 0, "cs": 0}
+        # Handshakes refused, by reason: unknown_id, no_credentials, bad_credentials,
+        # secret_unavailable (the pole cannot read the charger's password).
+        self.refused: Counter[str] = Counter()
+        self._refusal_logged: dict[str, float] = {}
 
     @property
     def url(self) -> str:
         host = self.settings.listen_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"ws://{host}:{self.port}"
+        scheme = "wss" if self.settings.security_profile == 2 else "ws"
+        return f"{scheme}://{host}:{self.port}"
 
     async def run(self) -> None:
         s = self.settings
-        async with serve(self._handle, s.listen_host, s.listen_port,
+        # A bad certificate or key is a config problem: raising here restarts the adapter
+        # with backoff and logs why, rather than serving without TLS.
+        tls = server_tls(s)
+        async with serve(self._handle, s.listen_host, s.listen_port, ssl=tls,
                          subprotocols=[Subprotocol(SUBPROTOCOL)],
                          process_request=self._process_request,
                          select_subprotocol=self._select_subprotocol,
@@ -487,13 +578,58 @@ class OcppProxyAdapter(Adapter):
         return [p.strip() for h in req.headers.get_all("Sec-WebSocket-Protocol")
                 for p in h.split(",") if p.strip()]
 
+    def _refuse(self, conn: ServerConnection, reason: str, status: HTTPStatus, body: str,
+                detail: str) -> Response:
+        self.refused[reason] += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._refusal_logged.get(reason, -REFUSAL_LOG_EVERY_S) >= REFUSAL_LOG_EVERY_S:
+            self._refusal_logged[reason] = now
+            peer = conn.remote_address[0] if conn.remote_address else "?"
+            log.warning("ocpp %s: refused a connection from %s: %s (%s so far)",
+                        self.device.id, peer, detail, self.refused[reason])
+        resp = conn.respond(status, body)
+        if status == HTTPStatus.UNAUTHORIZED:
+            resp.headers["WWW-Authenticate"] = 'Basic realm="smartpole-ocpp", charset="UTF-8"'
+        return resp
+
+    def _authorised(self, conn: ServerConnection, req: Request, cp_id: str
+                    ) -> Response | None:
+        """None if `cp_id` may connect with this request; else the refusal."""
+        allowed = self.settings.allowed_ids()
+        if not cp_id or (allowed and cp_id not in allowed):
+            return self._refuse(conn, "unknown_id", HTTPStatus.NOT_FOUND,
+                                "unknown charge point\n", f"charge point {cp_id!r} is not on "
+                                f"the allow-list ({', '.join(allowed) or 'any'})")
+        if self.settings.security_profile == 0:
+            return None
+        auth = self.settings.auth_for(cp_id)
+        assert auth is not None  # profile >= 1 implies an allow-list with credentials
+        creds = basic_credentials(req.headers.get("Authorization"))
+        if creds is None:
+            return self._refuse(conn, "no_credentials", HTTPStatus.UNAUTHORIZED,
+                                "authentication required\n",
+                                f"charge point {cp_id!r} sent no HTTP Basic credentials")
+        try:
+            password = read_password(auth)
+        except SecretError as e:
+            return self._refuse(conn, "secret_unavailable", HTTPStatus.SERVICE_UNAVAILABLE,
+                                "charge point credentials unavailable\n", str(e))
+        user, given = creds
+        # Both compared in constant time, the user name too: it must be the URL's id
+        # (OCPP 1.6 security whitepaper), so one charger's password opens no other id.
+        ok_user = hmac.compare_digest(user.encode(), cp_id.encode())
+        ok_pw = hmac.compare_digest(given.encode(), password.encode())
+        if not (ok_user and ok_pw):
+            return self._refuse(conn, "bad_credentials", HTTPStatus.UNAUTHORIZED,
+                                "authentication failed\n",
+                                f"charge point {cp_id!r}: wrong user name or password")
+        return None
+
     async def _process_request(self, conn: ServerConnection, req: Request) -> Response | None:
         cp_id = self._cp_id(req.path)
-        want = self.settings.charge_point_id
-        if not cp_id or (want and cp_id != want):
-            log.warning("ocpp %s: refused charge point %r (expecting %r)", self.device.id,
-                        cp_id, want or "any")
-            return conn.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
+        refused = self._authorised(conn, req, cp_id)
+        if refused is not None:
+            return refused
         up_url = self.settings.upstream_url
         if up_url is None or SUBPROTOCOL not in self._offered(req):
             return None

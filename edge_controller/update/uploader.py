@@ -32,6 +32,7 @@ from typing import Protocol
 from edge_controller.link import codec
 from edge_controller.link.session import LinkEvent, Outcome, as_int
 from edge_controller.update.bundle import Bundle
+from edge_controller.update.policy import PolicyError, check_counter
 
 CHUNK_MAX = 233  # docs/link.md: update_chunk carries at most 233 data bytes
 SLOT_AUTO = 0xFF
@@ -40,7 +41,8 @@ SLOT_AUTO = 0xFF
 IDLE, RECEIVING, PENDING, TRIAL = 0, 1, 2, 3
 STATES = {IDLE: "idle", RECEIVING: "receiving", PENDING: "pending", TRIAL: "trial"}
 CODES = {0: "ok", 1: "crc", 2: "offset", 3: "size", 4: "hash", 5: "format", 6: "storage",
-         7: "slot", 8: "rolled_back", 9: "no_transfer", 10: "confirmed", 11: "busy"}
+         7: "slot", 8: "rolled_back", 9: "no_transfer", 10: "confirmed", 11: "busy",
+         12: "rollback"}
 C_CRC, C_OFFSET, C_CONFIRMED = 1, 2, 10
 
 Progress = Callable[[int, int], None]
@@ -53,6 +55,8 @@ class LinkLike(Protocol):
     def up(self) -> bool: ...
 
     async def command(self, name: str, values: tuple[object, ...]) -> Outcome: ...
+
+    async def request(self, name: str, values: tuple[object, ...] = ()) -> Outcome: ...
 
 
 class UpdateError(RuntimeError):
@@ -185,12 +189,46 @@ class Uploader:
 
     # ---- the whole thing ---------------------------------------------------
 
+    async def board_floor(self) -> int:
+        """The board's anti-rollback floor (`config_get upd_floor`); 0 for a
+        board whose firmware predates counters (it checks none itself)."""
+        for _ in range(3):
+            out = await self.link.request("config_get", ("upd_floor",))
+            rep = out.reply or {}
+            if out.ok and rep.get("status") == 0:
+                try:
+                    return int(str(rep.get("value")))
+                except ValueError:
+                    break
+            if out.ok:
+                return 0  # unknown key: no anti-rollback on this board yet
+            await self.tap.wait(lambda: self.link.up, 0.5)
+        raise UpdateError("the board did not report its anti-rollback floor",
+                          "check the link and run the deploy again", "no_floor")
+
     async def deploy(self, bundle: Bundle, progress: Progress | None = None, *,
                      confirm: bool = True, hello_timeout_s: float = 30.0,
+                     allow_downgrade: bool = False,
                      ) -> tuple[UploadReport, SwitchReport]:
-        """Upload (resuming if the board holds part of it), reboot, check the
-        new version's hello, confirm. The signature must be checked before
-        (signing.verify); this only moves verified bytes."""
+        """Check the counter against the board's floor, upload (resuming if the
+        board holds part of it), reboot, check the new version's hello,
+        confirm. The signature must be checked before (signing.verify, with
+        the pinned key); this only moves verified bytes."""
+        hello = self.tap.hello
+        on_trial = (self.tap.status is not None and self.tap.status.state == TRIAL
+                    and hello is not None and hello.version == bundle.version)
+        if not on_trial:  # a trial of this very bundle only needs its confirmation
+            floor = await self.board_floor()
+            try:
+                check_counter(bundle, floor, allow_downgrade=allow_downgrade)
+            except PolicyError as e:
+                if bundle.counter == floor and await self._runs(bundle.sha256):
+                    # The board runs exactly this image already: a repeated deploy is
+                    # done, not a rollback.
+                    return (UploadReport(bundle.size, bundle.sha256.hex(),
+                                         committed_before=True),
+                            SwitchReport(bundle.version, 0.0, 0.0, True))
+                raise UpdateError(str(e), e.hint, e.code) from None
         try:
             up = await self.upload(bundle.data, progress)
         except UpdateError as e:
@@ -266,7 +304,9 @@ class Uploader:
                     "the bytes it received do not hash to the bundle's SHA-256; the slot "
                     "was erased and the running image is untouched. Rebuild and re-sign the "
                     "bundle, then deploy again" if code == "hash" else
-                    "the bundle is malformed for this firmware; rebuild it", code)
+                    "the bundle's counter is not above the board's floor (anti-rollback); "
+                    "deploy a newer build or a signed recovery bundle" if code == "rollback"
+                    else "the bundle is malformed for this firmware; rebuild it", code)
             state, off = await self._recover(out, size, sha, rep)
         rep.seconds = time.monotonic() - t0
         if progress is not None:
@@ -382,6 +422,16 @@ class Uploader:
         if not await self._confirm(sha):
             raise self._refused("confirmation", Outcome(0, False, "state"))
         return SwitchReport(version, t_hello, time.monotonic() - t1, True)
+
+    async def _runs(self, sha: bytes) -> bool:
+        """Does the board run the image with this SHA-256, confirmed? (A commit of the
+        running image's hash outside a trial is a repeated confirmation: the board acks
+        it with `confirmed` and changes nothing; any other hash gets NAK state.)"""
+        self.tap.status = None
+        out = await self.link.command("update_commit", (sha,))
+        await self.tap.wait(lambda: self.tap.status is not None, self.status_timeout_s)
+        st = self.tap.status
+        return out.ok and st is not None and st.code == C_CONFIRMED
 
     async def _confirm(self, sha: bytes) -> bool:
         """update_commit of the running trial image; False if the board says no."""

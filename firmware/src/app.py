@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from halapi import Hal
 
 FW_VERSION = "0.1.0"
+# Anti-rollback counter of this image (firmware/build.py --counter replaces
+# it): an update must carry a higher one (update.py, docs/security.md).
+FW_COUNTER = 1
 CAPS = (
     lc.CAP_LAMP | lc.CAP_LUX | lc.CAP_TEMP | lc.CAP_DOOR | lc.CAP_TILT | lc.CAP_POWER
     | lc.CAP_DIN | lc.CAP_AMP | lc.CAP_WDT | lc.CAP_FAILSAFE
@@ -285,6 +288,8 @@ class App:
         elif t == _T_CONFIG_GET:
             key = v["key"]
             val = self.cfg.get(key)
+            if val is None and self.upd:
+                val = self.upd.get(key)  # upd_floor, fw_counter: read-only
             if val is None:
                 self._send(_T_CONFIG_VALUE, seq, (1, key, ""))
             else:

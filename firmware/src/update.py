@@ -12,9 +12,20 @@
 # (rehashing what reached flash before a reset) or erase the slot (manifest
 # first, so it can never boot half-written) and start afresh.
 # commit: check the whole-image SHA-256, unpack the bundle member by member
-# from flash, verify every file against the bundle's manifest, and only then
-# name the slot pending in state.json. On trial, committing the running
-# image's hash confirms it.
+# from flash, verify every file against the bundle's manifest, check its
+# anti-rollback counter against the floor, and only then name the slot
+# pending in state.json. On trial, committing the running image's hash
+# confirms it and raises the floor to the image's counter.
+#
+# Anti-rollback (docs/security.md, "Firmware updates"): ROOT/floor holds the
+# highest counter ever confirmed; it lives beside state.json, outside both
+# slots, so no slot switch or erase touches it, and it only ever goes up.
+# The effective floor is max(that file, the running image's counter). A
+# new image must carry a counter above the floor, or be a recovery image
+# whose manifest says "downgrade_from": N with N >= the floor. The board
+# cannot check who signed the manifest (Ed25519 does not fit beside the
+# app); the controller checks the signature over the whole bundle, manifest
+# included, before a byte is sent.
 
 import hashlib
 import json
@@ -47,6 +58,7 @@ _ROLLED_BACK = const(8)
 _NO_TRANSFER = const(9)
 _CONFIRMED = const(10)
 _BUSY = const(11)
+_ROLLBACK = const(12)
 # NAK reasons (linkcodec's; not imported: the loader imports this module
 # before the slot is on sys.path, and must not pin the factory's codec).
 _NAK_BAD_VALUE = const(3)
@@ -78,6 +90,61 @@ def _read(path: str) -> str:
 
 def _running_sha() -> str:
     return _read(slots.ROOT + "/" + str(slots.BOOTED) + "/image.sha256")
+
+
+_RUN = -1  # the running image's counter, once read
+
+
+def _counter() -> int:
+    # The running image's counter: its slot manifest's (what the controller
+    # verified under the signature), or the factory image's FW_COUNTER.
+    global _RUN
+    if _RUN < 0:
+        c = -1
+        if slots.BOOTED is not None:
+            try:
+                with open(slots.ROOT + "/" + slots.BOOTED + "/manifest.json") as f:
+                    c = json.load(f).get("counter", -1)
+            except (OSError, ValueError, AttributeError):
+                pass
+        if type(c) is not int or c < 0:
+            from app import FW_COUNTER  # imported already by the loader: a lookup
+
+            c = FW_COUNTER
+        _RUN = c
+    return _RUN
+
+
+def floor() -> int:
+    """Lowest counter a new image must exceed (docs/security.md)."""
+    f = _read(slots.ROOT + "/floor")
+    try:
+        n = int(f) if f else 0
+    except ValueError:
+        n = 0  # a torn write: the running image's counter still holds the line
+    c = _counter()
+    return n if n > c else c
+
+
+def _raise_floor(n: int) -> None:
+    f = floor()
+    n = n if n > f else f  # never down
+    if _read(slots.ROOT + "/floor") == str(n):
+        return
+    tmp = slots.ROOT + "/floor.tmp"
+    with open(tmp, "w") as w:
+        w.write(str(n))
+    os.rename(tmp, slots.ROOT + "/floor")  # atomic, like state.json
+
+
+def allowed(m: "dict[str, Any]") -> bool:
+    """Is this manifest's counter above the floor, or a recovery that covers it?"""
+    c = m.get("counter")
+    d = m.get("downgrade_from")
+    f = floor()
+    if type(c) is not int:
+        return False
+    return c > f or (type(d) is int and d >= f)
 
 
 def begin(u: "Any", seq: int, slot: int, size: int, sha_b: bytes) -> int:
@@ -161,6 +228,10 @@ def commit(u: "Any", seq: int, sha_b: bytes) -> int:
         st["active"] = slots.BOOTED
         st["trial"] = None
         slots.save(st)
+        # After state.json: a power cut in between leaves the floor file
+        # behind, but floor() takes the running image's counter as well.
+        # (Before it, a cut would roll back below a raised floor.)
+        _raise_floor(_counter())
         slots.crash("confirm:saved")
         slots.TRIAL_END = None
         u.app.hal.log("update: slot %s confirmed" % slots.BOOTED)
@@ -190,6 +261,8 @@ def commit(u: "Any", seq: int, sha_b: bytes) -> int:
         m = verify(u.name, u.buf)
         if m is None or m.get("loader") != slots.API:
             code = _FORMAT  # damaged, or built for another loader
+        elif not allowed(m):
+            code = _ROLLBACK  # not above the floor, and no recovery for it
     if code:
         u.app.hal.log("update: image refused (code %d), slot erased" % code)
         for x in os.listdir(d):
@@ -307,6 +380,14 @@ class Updater:
                 self.st(seq, _IDLE, 0, _ROLLED_BACK)
             else:
                 self.st(seq, _IDLE, 0, self.code)
+
+    def get(self, key: str) -> "int | None":
+        """Read-only config_get keys of the update path (docs/link.md)."""
+        if key == "upd_floor":
+            return floor()
+        if key == "fw_counter":
+            return _counter()
+        return None
 
     def handle(self, app: "Any", t: int, seq: int, v: "dict[str, Any]") -> int:
         """update_begin/chunk/commit; returns 0 (ack) or a NAK reason."""

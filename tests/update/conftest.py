@@ -28,6 +28,9 @@ from edge_controller.update.uploader import UpdateTap
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_VERSION = "9.1.0-test"
+# Anti-rollback counters: the factory build keeps app.py's FW_COUNTER (1).
+FACTORY_COUNTER = 1
+NEW_COUNTER = 2
 # Heap of the simulated board with slot storage. The 64-bit unix port needs
 # more than the 64K of the plain sim: slot mode adds the loader's qstrs (one
 # more qstr pool, 3.8 KB) and keeps update.py loaded from boot (docs/firmware.md,
@@ -35,10 +38,12 @@ NEW_VERSION = "9.1.0-test"
 SLOT_HEAP = os.environ.get("UPDATE_SIM_HEAP", "96K")
 
 
-def build(out: Path, version: str | None = None) -> Path:
+def build(out: Path, version: str | None = None, counter: int | None = None) -> Path:
     cmd = [sys.executable, str(ROOT / "firmware" / "build.py"), "--out", str(out)]
     if version:
         cmd += ["--version", version]
+    if counter is not None:
+        cmd += ["--counter", str(counter)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     return out
@@ -56,7 +61,7 @@ class Builds:
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     base = tmp_path_factory.mktemp("updbuild")
     factory = build(base / "factory")
-    new = build(base / "new", NEW_VERSION)
+    new = build(base / "new", NEW_VERSION, NEW_COUNTER)
     old_version = json.loads((factory / "manifest.json").read_text())["fw_version"]
     return Builds(factory, new, old_version, NEW_VERSION)
 
@@ -75,13 +80,34 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 
 @pytest.fixture(scope="session")
+def pole_config(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pole's config that pins the city's update key (as provision writes it)."""
+    p = tmp_path_factory.mktemp("pole") / "pole.toml"
+    p.write_text(f'[update]\npublic_key = "{keys.public}"\n')
+    return p
+
+
+@pytest.fixture(scope="session")
 def new_bundle(builds: Builds) -> bundles.Bundle:
     return bundles.parse(bundles.build_bundle(builds.new))
 
 
 @pytest.fixture(scope="session")
 def old_bundle(builds: Builds) -> bundles.Bundle:
+    """The factory build as an ordinary bundle: a downgrade once NEW is installed."""
     return bundles.parse(bundles.build_bundle(builds.factory))
+
+
+def rebadge(b: bundles.Bundle, counter: int) -> bundles.Bundle:
+    """The same modules under another counter: a newer release of the same code,
+    for tests that update a board more than once."""
+    return bundles.parse(bundles.pack(b.version, b.files, counter))
+
+
+@pytest.fixture(scope="session")
+def recovery_bundle(builds: Builds) -> bundles.Bundle:
+    """The factory build as a signed recovery: may go below floors up to NEW_COUNTER."""
+    return bundles.parse(bundles.build_bundle(builds.factory, downgrade_from=NEW_COUNTER))
 
 
 def slot_verified(slots: Path, name: str) -> bool:

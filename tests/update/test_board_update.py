@@ -28,7 +28,7 @@ from edge_controller.update.uploader import (
     Uploader,
 )
 from tests.firmware.linkctl import Ctl
-from tests.update.conftest import BoardFactory, Builds, open_link, slot_verified
+from tests.update.conftest import BoardFactory, Builds, open_link, rebadge, slot_verified
 
 
 def status_after(ctl: Ctl, seq: int) -> dict[str, int]:
@@ -40,7 +40,7 @@ def status_after(ctl: Ctl, seq: int) -> dict[str, int]:
 
 async def test_deploy_end_to_end_and_ab_alternation(make_board: BoardFactory, builds: Builds,
                                                     new_bundle: bundles.Bundle,
-                                                    old_bundle: bundles.Bundle) -> None:
+                                                    recovery_bundle: bundles.Bundle) -> None:
     board = make_board()
     mem_idle = board.fw.panel.mem()
     mem_during: list[int] = []
@@ -66,7 +66,9 @@ async def test_deploy_end_to_end_and_ab_alternation(make_board: BoardFactory, bu
         assert board.fw.reboots == 1
         mem_new = board.fw.panel.mem()
         # The next image goes to the other slot; the first stays as fallback.
-        up2, sw2 = await Uploader(link.client, link.tap).deploy(old_bundle)
+        # (Going back to the factory build needs its signed recovery bundle.)
+        up2, sw2 = await Uploader(link.client, link.tap).deploy(recovery_bundle,
+                                                                  allow_downgrade=True)
         assert sw2.version == builds.old_version
         st = board.state()
         assert (st["active"], st["previous"]) == ("b", "a")
@@ -88,10 +90,12 @@ async def test_repeated_deploy_of_the_running_image_is_harmless(
     board = make_board()
     async with open_link(board.wire.ctl_path) as link:
         await Uploader(link.client, link.tap).deploy(new_bundle)
-        # The same bundle again goes to the other slot and switches again.
-        _, sw = await Uploader(link.client, link.tap).deploy(new_bundle)
-        assert sw.confirmed
-    assert board.state()["active"] == "b"
+        # The same bundle again: its counter is the floor now, so it cannot be installed
+        # again (counters only go up), but the board confirms it runs exactly this image
+        # (update_commit of the running hash): done, nothing sent, no switch.
+        up, sw = await Uploader(link.client, link.tap).deploy(new_bundle)
+        assert sw.confirmed and up.committed_before and up.chunks == 0
+    assert board.state()["active"] == "a" and board.fw.reboots == 1
 
 
 # ---- refused images ---------------------------------------------------------
@@ -141,6 +145,9 @@ class CorruptingLink:
             data = bytes(b ^ 0x55 for b in values[2])  # type: ignore[union-attr]
             values = (values[0], lc.crc16(data), data)
         return await self.inner.command(name, values)  # type: ignore[attr-defined,no-any-return]
+
+    async def request(self, name: str, values: tuple[object, ...] = ()) -> Outcome:
+        return await self.inner.request(name, values)  # type: ignore[attr-defined,no-any-return]
 
 
 async def test_corrupted_transfer_refused_by_the_board(make_board: BoardFactory, builds: Builds,
@@ -292,6 +299,7 @@ async def test_power_cut_at_each_step_of_the_switch(make_board: BoardFactory, bu
     # Slot a already holds a confirmed image: the update goes to b and each
     # crash point kills the board (SIGKILL) at that step.
     board = make_board()
+    newer = rebadge(new_bundle, 3)  # the next release: counters only go up
     async with open_link(board.wire.ctl_path) as link:
         await Uploader(link.client, link.tap).deploy(new_bundle)
     board.set_state(crash_at=point)
@@ -299,7 +307,7 @@ async def test_power_cut_at_each_step_of_the_switch(make_board: BoardFactory, bu
     async with open_link(board.wire.ctl_path) as link:
         with pytest.raises(UpdateError):
             await Uploader(link.client, link.tap, stall_timeout_s=1.5).deploy(
-                new_bundle, hello_timeout_s=2.0)
+                newer, hello_timeout_s=2.0)
     deadline = time.monotonic() + 3
     while board.fw.running and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
@@ -321,9 +329,10 @@ async def test_power_cut_at_each_step_of_the_switch(make_board: BoardFactory, bu
             assert (board.state()["active"], st.code_name) == ("a", "rolled_back")
         else:
             assert board.state()["active"] == "a"
-        # And the update can always be completed from there.
-        _, sw = await Uploader(link.client, link.tap).deploy(new_bundle)
-        assert sw.confirmed
+        # And the update can always be completed from there (after confirm:saved it is).
+        if point != "confirm:saved":
+            _, sw = await Uploader(link.client, link.tap).deploy(newer)
+            assert sw.confirmed
     assert slot_verified(board.slots, board.state()["active"])
 
 
@@ -333,11 +342,12 @@ async def test_power_cut_at_random_times_during_the_switch(make_board: BoardFact
     rng = random.Random(11)
     board = make_board()
     seen: set[str] = set()
-    for _ in range(4):
+    for i in range(4):
+        b = rebadge(new_bundle, 10 + i)  # each round a newer release: counters only go up
         async with open_link(board.wire.ctl_path) as link:
             upl = Uploader(link.client, link.tap)
-            await upl.upload(new_bundle.data)  # pending
-            sw = asyncio.create_task(upl.switch(new_bundle.sha256, builds.new_version))
+            await upl.upload(b.data)  # pending
+            sw = asyncio.create_task(upl.switch(b.sha256, builds.new_version))
             await asyncio.sleep(rng.uniform(0.0, 0.25))  # reboot, trial boot, confirm
             board.fw.kill()
             sw.cancel()
@@ -351,7 +361,7 @@ async def test_power_cut_at_random_times_during_the_switch(make_board: BoardFact
             seen.add(f"active={board.state().get('active')} status={code}")
             assert link.client.session.firmware.version in (builds.old_version,
                                                             builds.new_version)
-            await Uploader(link.client, link.tap).deploy(new_bundle)
+            await Uploader(link.client, link.tap).deploy(b)  # the same deploy, run again
     print(f"\nstates after random power cuts: {sorted(seen)}")
 
 
@@ -397,7 +407,7 @@ def broken_bundle(builds: Builds, tmp_path: Path) -> bundles.Bundle:
     files = {p.name: p.read_bytes() for p in sorted(builds.new.glob("*.mpy"))
              if p.name not in bundles.LOADER_MODULES}
     files["app.mpy"] = (tmp_path / "app.mpy").read_bytes()
-    return bundles.parse(bundles.pack("6.6.6", files))
+    return bundles.parse(bundles.pack("6.6.6", files, 5))
 
 
 async def test_image_that_cannot_start_rolls_back(make_board: BoardFactory, builds: Builds,

@@ -46,10 +46,11 @@ def cli(*args: str) -> tuple[int, str]:
 
 
 def test_deploy_over_the_link(make_board: BoardFactory, builds: Builds, keys: Keys,
-                              tmp_path: Path) -> None:
+                              pole_config: Path, tmp_path: Path) -> None:
     board = make_board()
     code, out = cli("--port", board.wire.ctl_path, "--key", str(keys.private),
-                    "--version", "9.3.0-cli", "--out", str(tmp_path), "--json")
+                    "--version", "9.3.0-cli", "--counter", "5", "--config", str(pole_config),
+                    "--out", str(tmp_path), "--json")
     assert code == 0, out
     res = json.loads(out)
     assert res["ok"] and res["version_before"] == builds.old_version
@@ -58,15 +59,16 @@ def test_deploy_over_the_link(make_board: BoardFactory, builds: Builds, keys: Ke
     spb = tmp_path / "firmware-9.3.0-cli.spb"
     assert res["sha256"] == bundles.parse(spb.read_bytes()).sha256.hex()
     assert signing.sig_path(spb).stat().st_size == 64
-    # The same signed bundle again, by file and the city's public key.
+    # The same signed bundle again, checked with the key the pole's config pins: the
+    # board runs exactly this image already, so nothing moves.
     code, out = cli("--port", board.wire.ctl_path, "--bundle", str(spb),
-                    "--pubkey", str(keys.public))
+                    "--config", str(pole_config))
     assert code == 0, out
-    assert "9.3.0-cli -> 9.3.0-cli" in out and "SHA-256 checked on the board" in out
+    assert "9.3.0-cli -> 9.3.0-cli" in out and board.fw.reboots == 1
 
 
 def test_tampered_bundle_is_refused_before_the_link(new_bundle: bundles.Bundle, keys: Keys,
-                                                    tmp_path: Path) -> None:
+                                                    pole_config: Path, tmp_path: Path) -> None:
     spb = tmp_path / "fw.spb"
     data = bytearray(new_bundle.data)
     signing.sig_path(spb).write_bytes(signing.sign(bytes(data),
@@ -75,14 +77,15 @@ def test_tampered_bundle_is_refused_before_the_link(new_bundle: bundles.Bundle, 
     spb.write_bytes(bytes(data))
     # No board on this port: the signature check comes first.
     code, out = cli("--port", "/dev/nonexistent", "--bundle", str(spb),
-                    "--pubkey", str(keys.public), "--json")
+                    "--config", str(pole_config), "--json")
     assert code == 1
     res = json.loads(out)
     assert not res["ok"] and "signature does not verify" in res["error"]
     assert "signed with the city's key" in res["hint"]
 
 
-def test_errors_suggest_the_fix(keys: Keys, tmp_path: Path, new_bundle: bundles.Bundle) -> None:
+def test_errors_suggest_the_fix(keys: Keys, tmp_path: Path, new_bundle: bundles.Bundle,
+                                pole_config: Path) -> None:
     code, out = cli("--key", str(keys.private))
     assert code == 1 and "no --port" in out and "--mpremote for a bare board" in out
     code, out = cli("--port", "/dev/x", "--out", str(tmp_path))
@@ -95,13 +98,14 @@ def test_errors_suggest_the_fix(keys: Keys, tmp_path: Path, new_bundle: bundles.
     signing.sig_path(spb).write_bytes(signing.sign(new_bundle.data,
                                                    signing.load_private(keys.private)))
     code, out = cli("--port", "/dev/nonexistent", "--bundle", str(spb),
-                    "--pubkey", str(keys.public), "--json")
+                    "--config", str(pole_config), "--json")
     res = json.loads(out)
     assert code == 1 and "cannot open /dev/nonexistent" in res["error"] and res["hint"]
 
 
 def test_board_without_slots_is_told_to_use_mpremote(builds: Builds, keys: Keys,
                                                      new_bundle: bundles.Bundle,
+                                                     pole_config: Path,
                                                      tmp_path: Path) -> None:
     from polesim.firmware import SimFirmware
     from polesim.wire import PtyWire
@@ -113,7 +117,7 @@ def test_board_without_slots_is_told_to_use_mpremote(builds: Builds, keys: Keys,
     with PtyWire() as wire, SimFirmware(wire.fw_path, builds.factory,
                                         log_path=tmp_path / "fw.log"):
         code, out = cli("--port", wire.ctl_path, "--bundle", str(spb),
-                        "--pubkey", str(keys.public), "--json")
+                        "--config", str(pole_config), "--json")
     res = json.loads(out)
     assert code == 1 and "no update path" in res["error"] and "--mpremote" in res["hint"]
 

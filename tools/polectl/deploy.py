@@ -11,6 +11,11 @@ Two ways onto the board (docs/deploy.md):
   their hashes read back from the board. Without `--run` the exact
   commands are printed.
 
+The bundle is verified with the city's key **pinned in the pole's config**
+(`[update] public_key` of `--config`), never with the key deploy was given
+to sign with; its anti-rollback counter must be above the board's floor
+(a signed recovery bundle and `--allow-downgrade` to go below it).
+
 `polectl bundle keygen|build|verify` manage keys and signed bundles.
 
 Registered in polectl/cli.py as::
@@ -49,6 +54,7 @@ from edge_controller.config import LinkConfig
 from edge_controller.link import codec
 from edge_controller.update import bundle as bundles
 from edge_controller.update import signing
+from edge_controller.update.policy import PolicyError, pinned_key
 from edge_controller.update.uploader import (
     SwitchReport,
     UpdateError,
@@ -60,6 +66,7 @@ from edge_controller.update.uploader import (
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_PY = ROOT / "firmware" / "build.py"
 DEFAULT_OUT = ROOT / "build" / "deploy"
+DEFAULT_CONFIG = Path("/etc/smartpole/pole.toml")
 HASH_TAG = "SMARTPOLE-HASHES"
 
 err = Console(stderr=True, soft_wrap=True)
@@ -78,7 +85,7 @@ class DeployError(Exception):
 # ---- build and sign ---------------------------------------------------------
 
 
-def build_firmware(out_dir: Path, version: str | None) -> Path:
+def build_firmware(out_dir: Path, version: str | None, counter: int | None = None) -> Path:
     """firmware/build.py into `out_dir` (mpy-cross); returns the build directory."""
     if not BUILD_PY.exists():
         raise DeployError(f"{BUILD_PY} not found: building needs a source checkout",
@@ -87,6 +94,8 @@ def build_firmware(out_dir: Path, version: str | None) -> Path:
     cmd = [sys.executable, str(BUILD_PY), "--out", str(build_dir)]
     if version:
         cmd += ["--version", version]
+    if counter is not None:
+        cmd += ["--counter", str(counter)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise DeployError(f"firmware build failed:\n{res.stdout}{res.stderr}".rstrip(),
@@ -94,14 +103,16 @@ def build_firmware(out_dir: Path, version: str | None) -> Path:
     return build_dir
 
 
-def make_signed_bundle(build_dir: Path, key_path: Path, out_dir: Path) -> Path:
-    """Pack and sign a build; writes X.spb and X.spb.sig, returns X.spb."""
+def make_signed_bundle(build_dir: Path, key_path: Path, out_dir: Path,
+                       downgrade_from: int | None = None) -> Path:
+    """Pack and sign a build; writes X.spb and X.spb.sig, returns X.spb. With
+    `downgrade_from`, a recovery bundle that may go below floors up to it."""
     try:
         key = signing.load_private(key_path)
     except FileNotFoundError:
         raise DeployError(f"signing key {key_path} not found",
                           "create one with `polectl bundle keygen KEYFILE`") from None
-    data = bundles.build_bundle(build_dir)
+    data = bundles.build_bundle(build_dir, downgrade_from=downgrade_from)
     b = bundles.parse(data)
     path = out_dir / f"firmware-{b.version}.spb"
     path.write_bytes(data)
@@ -109,9 +120,19 @@ def make_signed_bundle(build_dir: Path, key_path: Path, out_dir: Path) -> Path:
     return path
 
 
-def load_verified(bundle_path: Path, pubkey: str) -> bundles.Bundle:
+def load_verified(bundle_path: Path, pubkey: str | None = None, *,
+                  config: Path | None = None) -> bundles.Bundle:
+    """The bundle, verified with the key pinned in `config` (or, for `bundle
+    verify` on a build machine, an explicit `pubkey`)."""
     try:
-        key = signing.load_public(pubkey)
+        if config is not None:
+            key = pinned_key(config)
+        elif pubkey is not None:
+            key = signing.load_public(pubkey)
+        else:  # pragma: no cover - the commands always pass one
+            raise DeployError("no key to verify the bundle with", "pass --config")
+    except PolicyError as e:
+        raise DeployError(str(e), e.hint) from None
     except (OSError, ValueError) as e:
         raise DeployError(f"public key {pubkey}: {e}",
                           "give the city's Ed25519 public key (PEM file or 64 hex digits)"
@@ -148,7 +169,7 @@ class LinkResult:
 async def deploy_over_link(port: str, b: bundles.Bundle, *, baudrate: int = 115200,
                            confirm: bool = True, connect_timeout_s: float = 10.0,
                            stall_timeout_s: float = 30.0, progress: bool = False,
-                           ) -> LinkResult:
+                           allow_downgrade: bool = False) -> LinkResult:
     from edge_controller.link.client import LinkClient
 
     tap = UpdateTap()
@@ -170,7 +191,8 @@ async def deploy_over_link(port: str, b: bundles.Bundle, *, baudrate: int = 1152
             raise DeployError(f"the board on {port} (firmware {before}) has no update path",
                               "install the loader once with `polectl deploy --mpremote`")
         up_rep, sw = await _run_with_progress(
-            Uploader(client, tap, stall_timeout_s=stall_timeout_s), b, confirm, progress)
+            Uploader(client, tap, stall_timeout_s=stall_timeout_s), b, confirm, progress,
+            allow_downgrade)
         return LinkResult(port, before, sw.version, board_id, up_rep.size, up_rep.seconds,
                           up_rep.rate_bps, up_rep.resumed_at, sw.reboot_to_hello_s,
                           sw.confirmed, b.sha256.hex())
@@ -181,15 +203,16 @@ async def deploy_over_link(port: str, b: bundles.Bundle, *, baudrate: int = 1152
 
 
 async def _run_with_progress(upl: Uploader, b: bundles.Bundle, confirm: bool,
-                             show: bool) -> tuple[UploadReport, SwitchReport]:
+                             show: bool, allow_downgrade: bool = False,
+                             ) -> tuple[UploadReport, SwitchReport]:
     if not show:
-        return await upl.deploy(b, confirm=confirm)
+        return await upl.deploy(b, confirm=confirm, allow_downgrade=allow_downgrade)
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*cols, console=err, transient=False) as bar:
         t = bar.add_task(f"firmware {b.version}", total=b.size)
         res = await upl.deploy(b, lambda done, total: bar.update(t, completed=done),
-                               confirm=confirm)
+                               confirm=confirm, allow_downgrade=allow_downgrade)
         bar.update(t, description=f"firmware {b.version}: switched")
     return res
 
@@ -300,15 +323,21 @@ def deploy(
         "--port", "-p", help="Serial port of the board (or the sim's pty path).")] = None,
     key: Annotated[Path | None, typer.Option(
         help="Ed25519 private key (PEM) that signs the freshly built bundle.")] = None,
-    pubkey: Annotated[str | None, typer.Option(
-        help="The city's public key (PEM file or 64 hex digits) the bundle must verify "
-        "with; default: the public half of --key.")] = None,
+    config: Annotated[Path, typer.Option(
+        "--config", help="The pole's config: the bundle must verify with the update key "
+        "pinned there ([update] public_key), whatever key signed it.")] = DEFAULT_CONFIG,
     bundle: Annotated[Path | None, typer.Option(
         help="Deploy this signed bundle (X.spb beside X.spb.sig) instead of building.")]
         = None,
     version: Annotated[str | None, typer.Option(
         help="Firmware version to build in (default: FW_VERSION of firmware/src/app.py).")]
         = None,
+    counter: Annotated[int | None, typer.Option(
+        help="Anti-rollback counter to build in (default: FW_COUNTER of app.py); must be "
+        "above the board's floor.")] = None,
+    allow_downgrade: Annotated[bool, typer.Option(
+        help="Install a signed recovery bundle (built with --downgrade-from) whose counter "
+        "is not above the board's floor.")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Where builds and bundles go.")]
         = DEFAULT_OUT,
     baudrate: Annotated[int, typer.Option(help="Link speed.")] = 115200,
@@ -352,16 +381,14 @@ def deploy(
                 raise DeployError("nothing to sign with",
                                   "pass --key PRIVATE.pem (create one with `polectl bundle "
                                   "keygen`) or a signed --bundle")
-            bundle = make_signed_bundle(build_firmware(out_dir, version), key, out_dir)
-        if pubkey is None:
-            if key is None:
-                raise DeployError("no public key to check the bundle against",
-                                  "pass --pubkey with the city's public key")
-            pubkey = str(key)
-        b = load_verified(bundle, pubkey)
+            bundle = make_signed_bundle(build_firmware(out_dir, version, counter), key,
+                                        out_dir)
+        # Never the public half of --key: a key that signs is not thereby the city's.
+        b = load_verified(bundle, config=config)
         t0 = time.monotonic()
         res = asyncio.run(deploy_over_link(port, b, baudrate=baudrate, confirm=confirm,
-                                           progress=not as_json))
+                                           progress=not as_json,
+                                           allow_downgrade=allow_downgrade))
     except (DeployError, UpdateError) as e:
         raise _fail(e, as_json) from None
     if as_json:
@@ -395,29 +422,43 @@ def keygen(
 def bundle_build(
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM).")],
     version: Annotated[str | None, typer.Option(help="Firmware version to build in.")] = None,
+    counter: Annotated[int | None, typer.Option(
+        help="Anti-rollback counter to build in (default: FW_COUNTER of app.py).")] = None,
+    downgrade_from: Annotated[int | None, typer.Option(
+        help="Recovery bundle: may be installed below board floors up to this counter "
+        "(signed into the manifest; deploy needs --allow-downgrade).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = DEFAULT_OUT,
 ) -> None:
     """Build the firmware and write a signed bundle (X.spb + X.spb.sig)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = make_signed_bundle(build_firmware(out_dir, version), key, out_dir)
+        path = make_signed_bundle(build_firmware(out_dir, version, counter), key, out_dir,
+                                  downgrade_from)
     except (DeployError, bundles.BundleError, signing.KeyFileError) as e:
         err.print(f"[red]bundle failed[/]: {e}")
         raise typer.Exit(1) from None
     b = bundles.parse(path.read_bytes())
     out.print(f"[green]OK[/] {path} ({b.size} bytes, {len(b.files)} modules, version "
-              f"{b.version}, sha256 {b.sha256.hex()[:16]}...)")
+              f"{b.version}, counter {b.counter}"
+              + (f", recovery from {b.downgrade_from}" if b.downgrade_from is not None else "")
+              + f", sha256 {b.sha256.hex()[:16]}...)")
 
 
 @bundle_app.command("verify")
 def bundle_verify(
     path: Annotated[Path, typer.Argument(help="Bundle (X.spb, with X.spb.sig beside it).")],
-    pubkey: Annotated[str, typer.Option(help="Public key (PEM file or 64 hex digits).")],
+    pubkey: Annotated[str | None, typer.Option(
+        help="Public key (PEM file or 64 hex digits).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="A pole's config: verify with the key pinned there, as deploy does.")] = None,
 ) -> None:
     """Check a bundle's signature and contents as the controller does."""
     try:
-        b = load_verified(path, pubkey)
+        if (pubkey is None) == (config is None):
+            raise DeployError("give exactly one of --pubkey and --config",
+                              "--config checks with the key a pole pins")
+        b = load_verified(path, pubkey, config=config)
     except DeployError as e:
         raise _fail(e, False) from None
-    out.print(f"[green]OK[/] {path}: version {b.version}, {len(b.files)} modules, "
-              f"signature valid")
+    out.print(f"[green]OK[/] {path}: version {b.version}, counter {b.counter}, "
+              f"{len(b.files)} modules, signature valid")

@@ -62,7 +62,7 @@ port = "${link_port}"
 url = "${broker_url}"
 ${tls}
 [camera]
-${camera}"""
+${camera}${update}"""
 
 
 class ProvisionError(Exception):
@@ -246,6 +246,7 @@ class Identity:
     key_type: KeyType = "ec-p256"
     org: str = "smartpole"
     cert_days: int = 825
+    update_key: str | None = None  # the city's update key, 64 hex digits (pinned)
 
 
 def render_config(ident: Identity, template: str | None, with_cert: bool, with_ca: bool,
@@ -266,7 +267,12 @@ def render_config(ident: Identity, template: str | None, with_cert: bool, with_c
         location = f"latitude = {ident.latitude!r}\nlongitude = {ident.longitude!r}\n"
     camera = (f"source = {_toml_str(ident.camera_source)}\n" if ident.camera_source
               else "enabled = false\n")
+    # The city's update key, pinned in the pole's config: deploy verifies every
+    # bundle with it and no other (docs/security.md).
+    update = (f"\n[update]\npublic_key = {_toml_str(ident.update_key)}\n"
+              if ident.update_key else "")
     values = {
+        "update": update, "update_public_key": ident.update_key or "",
         "pole_id": ident.pole_id, "created": created, "location": location,
         "timezone": ident.timezone, "link_port": ident.link_port,
         "broker_url": ident.broker_url, "tls": tls_lines, "camera": camera,
@@ -276,7 +282,10 @@ def render_config(ident: Identity, template: str | None, with_cert: bool, with_c
         "cert_file": cert_file, "key_file": key_file,
         "install_dir": d,
     }
-    tpl = string.Template(template if template is not None else DEFAULT_TEMPLATE)
+    text = template if template is not None else DEFAULT_TEMPLATE
+    if update and "${update" not in text:
+        text += "${update}"  # a custom template that predates the key still pins it
+    tpl = string.Template(text)
     try:
         return tpl.substitute(values)
     except KeyError as e:
@@ -407,6 +416,9 @@ def provision_command(
         = "smartpole",
     days: Annotated[int, typer.Option(min=1, max=3650, help="Test-CA certificate "
                                       "validity, days.")] = 825,
+    update_key: Annotated[str | None, typer.Option(
+        help="The city's firmware-update public key (PEM file or 64 hex digits), pinned in "
+        "pole.toml as [update] public_key.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (new "
                                         "key: any certificate issued for the old one stops "
                                         "matching).")] = False,
@@ -420,8 +432,20 @@ def provision_command(
     if (lat is None) != (lon is None):
         err.print("[red]--lat/--lon[/]: give both or neither")
         raise typer.Exit(2)
+    pinned = None
+    if update_key is not None:
+        from cryptography.hazmat.primitives import serialization
+
+        from edge_controller.update.signing import load_public
+
+        try:
+            pinned = load_public(update_key).public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+        except (OSError, ValueError) as e:
+            err.print(f"[red]--update-key[/] {update_key}: {e}")
+            raise typer.Exit(2) from None
     ident = Identity(pole_id, broker, lat, lon, tz, link_port, camera, install_dir,
-                     key_type, org, days)  # type: ignore[arg-type]
+                     key_type, org, days, pinned)  # type: ignore[arg-type]
     try:
         res = provision(ident, out_dir, test_ca=test_ca, ca_cert=ca_cert, template=template,
                         force=force)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from polesim.broker import Broker, mosquitto_path, start_mosquitto
+from polesim.broker import Broker
 from polesim.pole import SimPole, render_toml
 
 from hil_tests.capture import Capture
 from tests.support import IN_CI as IN_CI  # hil tests import it from here
-from tests.support import build_firmware, need
+from tests.support import build_firmware, mosquitto
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,11 +62,7 @@ def firmware_build() -> Path:
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
-    if mosquitto_path() is None:
-        need("mosquitto is not installed (apt-get install mosquitto)")
-    b = start_mosquitto()
-    yield b
-    b.stop()
+    yield from mosquitto()
 
 
 class RigPole(SimPole):

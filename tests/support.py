@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from polesim.broker import Broker, mosquitto_path, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 # Large recordings live beside the checkout, not in it.
@@ -30,6 +32,16 @@ def need_pets() -> Path:
     if (PETS / "vtest.avi").is_file() and (PETS / "gt.txt").is_file():
         return PETS
     need(f"PETS09-S2L1 test data not found at {PETS} (the shared/ folder beside the repo)")
+
+
+def mosquitto() -> Iterator[Broker]:
+    """A mosquitto on a free loopback port for as long as the generator lives (for a
+    `yield from` fixture)."""
+    if mosquitto_path() is None:
+        need("mosquitto is not installed (apt-get install mosquitto)")
+    b = start_mosquitto()
+    yield b
+    b.stop()
 
 
 def build_firmware(out: Path | None = None, version: str | None = None,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import typer
-from polesim.broker import Broker, mosquitto_path, start_mosquitto
+from polesim.broker import Broker
 
-from tests.support import need
+from tests.support import mosquitto, need
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +20,7 @@ def polectl_app() -> typer.Typer:
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
-    if mosquitto_path() is None:
-        need("mosquitto is not installed (apt-get install mosquitto)")
-    b = start_mosquitto()
-    yield b
-    b.stop()
+    yield from mosquitto()
 
 
 def chromium() -> tuple[str, str]:

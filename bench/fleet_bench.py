@@ -90,7 +90,8 @@ def step(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
              "--report", str(sim_rep), "--json"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(work / f"fleet-{n}.log", "wb"))  # noqa: SIM115
         t_start = time.monotonic()
-        wait_file(sim_rep.with_suffix(".running"), 120, [sim, ingest])
+        # Connecting is the slow part on a busy machine: allow for it per pole.
+        wait_file(sim_rep.with_suffix(".running"), 120 + n / 50, [sim, ingest])
         connect_s = time.monotonic() - t_start
         pids = {"broker": broker.proc.pid, "sim": sim.pid, "ingest": ingest.pid}
         c0 = {k: cpu_s(p) for k, p in pids.items()}

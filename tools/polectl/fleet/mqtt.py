@@ -6,6 +6,11 @@ paho-mqtt rather than aiomqtt (which wraps it): the fleet needs the PUBACK reaso
 without DISCONNECT (an outage that makes the broker publish the will), which aiomqtt
 keeps to itself; and one timer for the keepalive of every connection instead of a task
 per connection, which matters at 10,000 poles in one process.
+
+Measured (bench/fleet_bench.py, 30 s steps, 2-core Intel Xeon VM shared with other jobs,
+load average 5-9): 10,000 poles held with 0 loss, publish-to-consume p99 441 ms,
+simulator 51 % of a core, connect 38 s; the hand-written asyncio client it replaced,
+same run: p99 35 ms, 30 % of a core, connect 17 s. Both well inside the 1 s bar.
 """
 
 from __future__ import annotations

@@ -257,3 +257,21 @@ def test_signed_recovery_downgrade_works_only_when_asked(
     assert res["version_before"] == builds.new_version
     assert res["version_after"] == builds.old_version and res["confirmed"]
     assert (board.slots / "floor").read_text() == str(NEW_COUNTER)
+
+
+def test_provision_pins_the_update_key(keys: Keys, tmp_path: Path) -> None:
+    # provision --update-key writes the key into pole.toml; deploy then reads it from there.
+    from polectl.provision import provision_command
+
+    papp = typer.Typer()
+    papp.command()(provision_command)
+    res = runner.invoke(papp, ["pole-0042", "--broker", "mqtt://127.0.0.1:1883", "--out",
+                               str(tmp_path), "--update-key", str(keys.public)])
+    assert res.exit_code == 0, res.output
+    cfg = tmp_path / "pole-0042" / "pole.toml"
+    raw = signing.load_public(keys.public).public_bytes_raw().hex()
+    assert f'public_key = "{raw}"' in cfg.read_text()
+    assert signing.key_id(pinned_key(cfg)) == signing.key_id(signing.load_public(keys.public))
+    res = runner.invoke(papp, ["pole-0043", "--broker", "mqtt://127.0.0.1:1883", "--out",
+                               str(tmp_path), "--update-key", str(tmp_path / "nope.pub")])
+    assert res.exit_code == 2 and "--update-key" in res.output

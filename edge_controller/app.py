@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from edge_controller import pole_commands
 from edge_controller.api.messages import Result
 from edge_controller.camera.source import Frame
 from edge_controller.camera.task import CameraTask
+from edge_controller.clock import clock_status
 from edge_controller.config import Config, config_version
 from edge_controller.crossing.service import CrossingService
 from edge_controller.health import Health
@@ -26,7 +28,11 @@ from edge_controller.link.client import LinkClient
 from edge_controller.link.session import LinkEvent, as_int
 from edge_controller.peripherals import PeripheralHub
 from edge_controller.peripherals.hub import register_commands as register_screen
+from edge_controller.peripherals.screen_service import ScreenService
 from edge_controller.pole_state import PoleState
+from edge_controller.profiles import registry as profile_registry
+from edge_controller.profiles.registry import ProfileContext
+from edge_controller.profiles.runner import ProfileRunner
 from edge_controller.reports import CORE_SECTIONS, BirthBuilder, core_telemetry
 from edge_controller.supervisor import Supervisor, TaskSpec
 from edge_controller.uplink.dispatcher import CommandDispatcher
@@ -51,17 +57,27 @@ class Controller:
         self.state = PoleState()
         self._link_listeners: list[Callable[[LinkEvent], None]] = [self._pole_state]
         self._frame_listeners: list[Callable[[Frame], None]] = []
+        # Parts that act on the pole's own events (the screen on a violation).
+        self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.link = LinkClient(cfg.link, f"smartpole-controller {__version__}", self._on_link)
         q, c = cfg.queue, cfg.commands
         store = RecordStore(q.path, q.max_records, int(q.max_mb * 2**20), q.max_age_h * 3600)
         self.uplink = Uplink(cfg.mqtt, self.topics, lambda: self.birth(),
                              lambda payload: self.dispatcher.handle(payload), store,
-                             q.drain_rate_per_s)
+                             q.drain_rate_per_s,
+                             native=profile_registry.NATIVE in cfg.mqtt.profiles)
         policy = TrustPolicy(load_public_key(c.public_key) if c.public_key else None,
-                             c.require_signature, c.max_clock_skew_s)
+                             c.require_signature, c.max_clock_skew_s, c.max_lifetime_s,
+                             cfg.pole.id)
+        if policy.mode != "required":
+            log.warning("!!! COMMANDS ARE NOT AUTHENTICATED: this pole runs unsigned commands "
+                        "from anyone who can publish to %s (no [commands] require_signature; "
+                        "birth says command_signatures=%s). Fine for a lab or the simulator; "
+                        "a street pole needs `polectl provision` or docs/security.md, "
+                        "'Upgrading a pole' !!!", self.topics.command, policy.mode)
         self.dispatcher = CommandDispatcher(
             policy, ResultCache(None if q.path == ":memory:" else q.path, c.replay_cache),
-            self._send_result)
+            self._send_result, clock_synced=lambda: bool(clock_status()["synced"]))
         self.birth = BirthBuilder(self.link, self.uplink, self.dispatcher,
                                   config_version(config_path))
         self.telemetry_builder = TelemetryBuilder()
@@ -81,6 +97,7 @@ class Controller:
         self._link_listeners[:0] = [self.dimming.on_link_event] if self.dimming else []
         self.camera = self._add_camera(specs)
         self.peripherals = self._add_peripherals(specs)
+        self.profiles = self._add_profiles(specs)
         self.health = Health(lambda: self.supervisor.report())
         specs.append(TaskSpec("health", self.health.run, "always"))
         s = cfg.supervisor
@@ -125,7 +142,7 @@ class Controller:
     def _add_crossing(self, specs: list[TaskSpec]) -> CrossingService | None:
         if not self.cfg.crossing.enabled:
             return None
-        cx = CrossingService(self.cfg, self.uplink.event, self._amp)
+        cx = CrossingService(self.cfg, self._event, self._amp)
         specs += [TaskSpec("detector", cx.run_detector, "always"),
                   TaskSpec("violations", cx.run_violations, "always"),
                   TaskSpec("audio", cx.run_audio, "always")]
@@ -162,8 +179,38 @@ class Controller:
             self.birth.extra_caps.append("peripherals")
             if any(d.kind == "led_screen" for d in devices):
                 self.birth.extra_caps.append("screen")
-        register_screen(self.dispatcher, ph)
+        sw = self.cfg.screen_warnings
+        # Disabled with no idle text: screen.text goes straight to the screen, as before 1.7.
+        self.screen: ScreenService | None = None
+        if ph is not None and (sw.enabled or sw.idle_text):
+            self.screen = ScreenService.create(sw, ph, self.cfg.pole.timezone,
+                                               self.uplink.event,
+                                               visibility=self._visibility_band)
+        if self.screen is not None:
+            self._event_listeners.append(self.screen.on_event)
+        register_screen(self.dispatcher, ph, self.screen)
         return ph
+
+    def _add_profiles(self, specs: list[TaskSpec]) -> list[ProfileRunner]:
+        """A runner per backend profile besides native, each with its own queue file."""
+        cfg, q = self.cfg, self.cfg.queue
+        runners = []
+        for name in cfg.mqtt.profiles:
+            if name == profile_registry.NATIVE:
+                continue
+            spec = profile_registry.spec(name)
+            settings = getattr(cfg.mqtt, name)
+            path = q.path if q.path == ":memory:" else \
+                str(Path(q.path).with_suffix(f".{name}{Path(q.path).suffix}"))
+            runner = ProfileRunner(
+                spec.create(ProfileContext(cfg.pole.id, self.topics), settings), settings,
+                self.uplink, self.dispatcher,
+                RecordStore(path, q.max_records, int(q.max_mb * 2**20), q.max_age_h * 3600),
+                cfg.mqtt.reconnect_min_s, cfg.mqtt.reconnect_max_s)
+            specs.append(TaskSpec(f"profile_{name}", runner.run, "always",
+                                  probe=runner.is_connected))
+            runners.append(runner)
+        return runners
 
     # ---- connections ------------------------------------------------------------
 
@@ -171,6 +218,20 @@ class Controller:
         # Fan out every camera frame; each consumer keeps only the newest it can use.
         for listener in self._frame_listeners:
             listener(frame)
+
+    def _event(self, name: str, detail: dict[str, Any]) -> None:
+        # Upstream first: the event is the record; then the parts that act on it.
+        self.uplink.event(name, detail)
+        for listener in self._event_listeners:
+            try:
+                listener(name, detail)
+            except Exception:
+                log.exception("event listener failed on %s", name)
+
+    def _visibility_band(self) -> tuple[str, float] | None:
+        dm = self.dimming
+        rd = dm.current_reading(time.time()) if dm is not None else None
+        return None if rd is None else (rd.band, rd.confidence)
 
     def _on_link(self, ev: LinkEvent) -> None:
         for listener in self._link_listeners:
@@ -222,4 +283,5 @@ class Controller:
     async def _shutdown(self) -> None:
         # Last telemetry, then offline (retained) and only then the disconnect.
         self.uplink.publish(Record(self.topics.telemetry, self.telemetry()))
+        await asyncio.gather(*(r.shutdown() for r in self.profiles))
         await self.uplink.shutdown("shutdown")

@@ -33,13 +33,19 @@ from edge_controller.crossing.config import (
 from edge_controller.detect.config import DetectorConfig
 from edge_controller.link.config import LinkConfig
 from edge_controller.peripherals.config import PeripheralsConfig
+from edge_controller.peripherals.screen_arbiter import ScreenWarningsConfig
+from edge_controller.profiles import registry as profile_registry
+from edge_controller.profiles.homeassistant import HomeAssistantSettings
+from edge_controller.profiles.huawei_iotda import IotdaSettings
+from edge_controller.profiles.sparkplug_b import SparkplugSettings
+from edge_controller.profiles.thingsboard import ThingsBoardSettings
 from edge_controller.uplink.config import MqttConfig
 from edge_controller.visibility.config import DimmingConfig, VisibilityConfig
 
 POLE_ID_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Sections that live with the code that reads them, re-exported for existing callers.
 __all__ = ["POLE_ID_RE", "CameraConfig", "Config", "ConfigError", "LinkConfig", "MqttConfig",
-           "config_version", "load", "parse"]
+           "MqttSection", "config_version", "load", "parse"]
 
 
 class PoleConfig(_Section):
@@ -118,16 +124,31 @@ class QueueConfig(_Section):
 
 
 class CommandsConfig(_Section):
+    """Trust rules for upstream commands (docs/security.md, "Commands").
+
+    Without this section a pole accepts unsigned commands (a lab or the simulator):
+    it says so loudly at start-up and in birth (`command_signatures`). `polectl
+    provision` writes the city's key and `require_signature = true`."""
+
     public_key: Path | None = Field(
         None, description="The city's Ed25519 public key (PEM). When set, a signed command "
         "must verify; see require_signature for unsigned ones.",
     )
     require_signature: bool = Field(
-        False, description="Reject every command without a valid signature (needs public_key)."
+        False, description="Reject every command without a valid signature (needs "
+        "public_key). Off only for a lab or the simulator: `polectl provision` turns it on "
+        "and `polectl config check` warns while it is off.",
+    )
+    max_lifetime_s: float = Field(
+        900.0, gt=0, le=86400, description="Longest a signed command may be valid: its "
+        "expires_at at most this long after its issued_at (reason lifetime otherwise). Every "
+        "id is remembered until its expiry, so this is also the replay window.",
     )
     replay_cache: int = Field(
-        2000, ge=10, le=1_000_000, description="Answered command ids remembered (persisted "
-        "with the queue); a repeated id is answered from the cache, never run twice.",
+        10_000, ge=10, le=1_000_000, description="Command ids remembered (persisted with "
+        "the queue); a repeated id is answered with its original result, never run twice. "
+        "When more commands than this run within max_lifetime_s, the oldest are forgotten "
+        "and commands expiring before them are refused (expired).",
     )
     max_clock_skew_s: float = Field(
         300.0, ge=0, description="A command issued further in the future than this is "
@@ -164,10 +185,43 @@ class SupervisorConfig(_Section):
         return self
 
 
+class MqttSection(MqttConfig):
+    """`[mqtt]` with one table per backend profile (docs/backends.md); a table is read
+    only when its profile is listed in `profiles`."""
+
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings,
+        description="Home Assistant MQTT discovery (profile 'homeassistant').",
+    )
+    thingsboard: ThingsBoardSettings = Field(
+        default_factory=ThingsBoardSettings,
+        description="ThingsBoard gateway API (profile 'thingsboard').",
+    )
+    sparkplug_b: SparkplugSettings = Field(
+        default_factory=SparkplugSettings,
+        description="Sparkplug B 3.0 edge node (profile 'sparkplug_b').",
+    )
+    huawei_iotda: IotdaSettings = Field(
+        default_factory=IotdaSettings,
+        description="Huawei Cloud IoTDA gateway device (profile 'huawei_iotda').",
+    )
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> MqttSection:
+        known = profile_registry.known()
+        for name in self.profiles:
+            if name not in known:
+                raise ValueError(f"profiles: unknown profile {name!r} (known: "
+                                 f"{', '.join(known)})")
+            if name != profile_registry.NATIVE and name not in type(self).model_fields:
+                raise ValueError(f"profiles: {name!r} has no [mqtt.{name}] settings model")
+        return self
+
+
 class Config(_Section):
     pole: PoleConfig = Field(default_factory=PoleConfig, description="Identity and location.")
     link: LinkConfig = Field(default_factory=LinkConfig, description="UART link to the I/O board.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Upstream MQTT broker.")
+    mqtt: MqttSection = Field(default_factory=MqttSection, description="Upstream MQTT broker.")
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig, description="Periodic reports."
     )
@@ -205,6 +259,11 @@ class Config(_Section):
         default_factory=PeripheralsConfig,
         description="EV charging piles and LED screens relayed upstream "
         "([[peripherals.devices]], docs/peripherals.md).",
+    )
+    screen_warnings: ScreenWarningsConfig = Field(
+        default_factory=ScreenWarningsConfig, description="What the pole shows on its LED "
+        "screen by itself: crossing and fog warnings over the backend's text "
+        "(docs/peripherals.md, the screen arbiter).",
     )
     update: UpdateConfig = Field(
         default_factory=UpdateConfig, description="Signed firmware updates of the I/O board "

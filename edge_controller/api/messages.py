@@ -30,7 +30,7 @@ EVENTS = ("door_opened", "door_closed", "tilt_alarm", "tilt_cleared", "mains_los
           "fault_raised", "fault_cleared", "camera_lost", "camera_restored", "task_failed",
           "violation", "warning_played", "periph_lost", "periph_restored",
           "periph_fault_raised", "periph_fault_cleared", "visibility_changed",
-          "lamp_failsafe", "lamp_fault")
+          "lamp_failsafe", "lamp_fault", "screen_changed")
 
 
 class _Model(BaseModel):
@@ -76,7 +76,7 @@ class Firmware(_Model):
 
 
 class Birth(Message):
-    omit_if_none = ("api_version", "commands")
+    omit_if_none = ("api_version", "commands", "command_signatures")
 
     boot_id: str
     started_at: str
@@ -87,6 +87,9 @@ class Birth(Message):
     capabilities: list[str]
     api_version: str | None = None  # since 1.6.0 (None: an older pole)
     commands: list[str] | None = None  # since 1.6.0: every command type this pole accepts
+    # Since 1.8.0: required (every command signed), optional (unsigned accepted, signed
+    # ones verified) or off (no key: nothing verified). Absent from older poles.
+    command_signatures: Literal["required", "optional", "off"] | None = None
 
 
 class Result(Message):
@@ -94,6 +97,7 @@ class Result(Message):
     status: Literal["ok", "rejected", "failed"]
     reason: str
     detail: str
+    duplicate: bool = False  # since 1.8.0: the original result of a command that ran before
     seq: int | None = None
 
 
@@ -199,8 +203,23 @@ class Screen(_Model):
     fault: str | None
 
 
+class ScreenShown(_Model):
+    """What the pole put on a screen and why (since 1.7.0)."""
+
+    source: Literal["crossing", "fog", "backend", "idle"]
+    reason: str
+    text: str
+    since: str
+    until: str | None
+    applied: bool
+
+
 class PeriphStatus(Message):
     """Retained status of one peripheral (periph/<device_id>/status)."""
+
+    # Absent on chargers and from poles before 1.7.0; on a screen's status null means
+    # the pole has not decided (the pole writes it, null or not, on every screen status).
+    omit_if_none = ("shown",)
 
     device_id: str
     kind: Literal["modbus_charger", "ocpp_charger", "led_screen"]
@@ -209,6 +228,7 @@ class PeriphStatus(Message):
     seen_at: str | None
     charger: Charger | None
     screen: Screen | None
+    shown: ScreenShown | None = None  # since 1.7.0
 
 
 # Schema name (docs/api/schemas/<name>.schema.json) -> model.

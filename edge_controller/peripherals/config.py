@@ -258,6 +258,11 @@ class ScreenSettings(_Section):
     max_text_len: int = Field(64, ge=1, le=512, description="Longest text show_text accepts.")
     max_text_s: float = Field(600.0, gt=0, le=86400, description="Longest display time "
                               "show_text accepts.")
+    cols: int = Field(32, ge=1, le=1024, description="Screen width in columns (a CJK "
+                      "character takes two), for profiles whose device does not report its "
+                      "size (smartpole-ascii-v1).")
+    rows: int = Field(2, ge=1, le=256, description="Screen height in text rows, for "
+                      "profiles whose device does not report its size.")
 
     @field_validator("profile")
     @classmethod

@@ -3,7 +3,8 @@
 `PeripheralHub` runs every enabled device's adapter (restarting a failed one
 with backoff), feeds what it reports to the device's `DeviceMonitor` and
 publishes the statuses and events that come out. `register_commands` gives the
-command dispatcher `screen.text`.
+command dispatcher `screen.text` (through the `ScreenService` of the screen it
+arbitrates, straight to any other screen).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from edge_controller.api.commands import CommandOutcome, ScreenText
@@ -24,6 +25,7 @@ from edge_controller.peripherals.registry import AdapterFactory, default_factory
 from edge_controller.peripherals.status import PeripheralStatus
 
 if TYPE_CHECKING:
+    from edge_controller.peripherals.screen_service import ScreenService
     from edge_controller.uplink.dispatcher import CommandDispatcher
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class PeripheralHub:
             self.adapters[dev.id] = factory(dev, cfg, _HubSink(self, mon), self.shared)
         self.published = 0
         self.events = 0
+        # More bodies to run inside the `peripherals` task (the screen service).
+        self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     # ---- task body -------------------------------------------------------------
 
@@ -115,6 +119,8 @@ class PeripheralHub:
                 for dev_id, ad in self.adapters.items():
                     tg.create_task(self._keep(ad), name=f"periph.{dev_id}")
                 tg.create_task(self._ticker(), name="periph.tick")
+                for i, body in enumerate(self.companions):
+                    tg.create_task(body(), name=f"periph.companion{i}")
         finally:
             for ad in self.adapters.values():
                 with contextlib.suppress(Exception):
@@ -165,6 +171,16 @@ class PeripheralHub:
         """Every adapter ok (the `peripherals` task's health probe)."""
         return all(m.health == "ok" for m in self.monitors.values())
 
+    def screen_ids(self) -> list[str]:
+        return [i for i, a in self.adapters.items() if a.kind == "led_screen"]
+
+    def set_shown(self, device_id: str, shown: dict[str, Any] | None) -> None:
+        """What the pole put on a screen: goes into its retained status at once."""
+        mon = self.monitors.get(device_id)
+        if mon is not None:
+            mon.shown = shown
+            self.evaluate(mon)
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """The current status body of every device (for telemetry or a debug view)."""
         return {i: m.payload() for i, m in self.monitors.items()}
@@ -172,7 +188,7 @@ class PeripheralHub:
     async def show_text(self, device_id: str | None, text: str, seconds: float) -> CommandOutcome:
         """Show `text` for `seconds` on a screen (`device_id` None: the only screen)."""
         if device_id is None:
-            screens = [i for i, a in self.adapters.items() if a.kind == "led_screen"]
+            screens = self.screen_ids()
             if len(screens) != 1:
                 return CommandOutcome("rejected", "unsupported",
                                       f"{len(screens)} screens configured; name device_id")
@@ -183,13 +199,17 @@ class PeripheralHub:
         return await ad.show_text(text, seconds)
 
 
-def register_commands(dispatcher: CommandDispatcher, hub: PeripheralHub | None) -> None:
-    """`screen.text` goes to the hub (refused when no device is configured)."""
+def register_commands(dispatcher: CommandDispatcher, hub: PeripheralHub | None,
+                      screen: ScreenService | None = None) -> None:
+    """`screen.text` goes through the screen service for the screen it arbitrates (a
+    warning may be up), to the hub for any other (refused when no device is configured)."""
     if hub is None:
         dispatcher.refuse("screen.text", "no LED screen configured")
         return
 
     async def screen_text(body: ScreenText) -> CommandOutcome:
+        if screen is not None and body.device_id in (None, screen.device_id):
+            return await screen.backend_text(body.text, body.seconds)
         return await hub.show_text(body.device_id, body.text, body.seconds)
 
     dispatcher.register("screen.text", ScreenText, screen_text)

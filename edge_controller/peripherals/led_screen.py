@@ -3,8 +3,10 @@ short texts, over TCP or a serial line, in a protocol defined by a profile.
 
 A profile is a `ScreenProfile` subclass registered in `PROFILES`: it builds the
 request frames and parses the reply frames (sans-I/O); the adapter does the
-I/O. One profile ships: `smartpole-ascii-v1` (docs/peripherals.md describes it
-and how to add another).
+I/O. Two profiles ship (docs/peripherals.md describes them and how to add
+another): `smartpole-ascii-v1` (text only; size from config; ASCII glyphs) and
+`smartpole-utf8-v1` (the device reports its size, CJK glyphs, brightness and
+colours; multi-line text; clear).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import contextlib
 import logging
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 from edge_controller.api.commands import CommandOutcome
 from edge_controller.peripherals.adapter import Adapter, Sink
 from edge_controller.peripherals.config import SCREEN_PROFILES, DeviceConfig
+from edge_controller.peripherals.screen_arbiter import pages, width
 from edge_controller.peripherals.status import ScreenStatus
 
 log = logging.getLogger(__name__)
@@ -34,11 +38,37 @@ class ScreenReject(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class ScreenInfo:
+    """What the screen can show: its size, glyphs, and what a text may set."""
+
+    cols: int
+    rows: int
+    cjk: bool = False  # has East Asian glyphs (two columns each)
+    brightness: bool = False  # a text may set the brightness
+    colours: tuple[str, ...] = ()  # colours a text may choose; () none
+    scroll: bool = False  # scrolls a text longer than the screen by itself
+
+    def showable(self, line: str, charset: str) -> bool:
+        """Whether every character of `line` has a glyph on this screen."""
+        if charset == "ascii":
+            return line.isascii()
+        return self.cjk or width(line) == len(line)
+
+    def layout(self, text: str) -> list[str]:
+        """Pages of `text` (lines joined by \n) for this screen; one page when it scrolls."""
+        if self.scroll:
+            return [text]
+        return pages(text, self.cols, self.rows)
+
+
 class ScreenProfile(ABC):
     """A screen controller's protocol: one request, one reply frame ending in `terminator`."""
 
     name: ClassVar[str]
     terminator: ClassVar[bytes] = b"\n"
+    # The glyphs the device has: "ascii", or "utf-8" (then ScreenInfo.cjk says whether CJK).
+    charset: ClassVar[Literal["ascii", "utf-8"]] = "ascii"
 
     @abstractmethod
     def status_request(self) -> bytes: ...
@@ -48,12 +78,28 @@ class ScreenProfile(ABC):
         """The status in a reply frame; raises ScreenReject when it does not parse."""
 
     @abstractmethod
-    def text_request(self, text: str, seconds: float) -> bytes: ...
+    def text_request(self, text: str, seconds: float, brightness: int | None = None,
+                     colour: str | None = None) -> bytes:
+        """Show `text` (lines joined by \n) for `seconds`; brightness and colour where the
+        device has them (a profile without them ignores them)."""
 
     @abstractmethod
     def parse_ack(self, frame: bytes) -> str | None:
         """None when the screen accepted a command, else its error code;
         raises ScreenReject when the frame does not parse."""
+
+    def info_request(self) -> bytes | None:
+        """The request for the device's size and features; None: the device cannot
+        say, the adapter uses `cols`/`rows` from config."""
+        return None
+
+    def parse_info(self, frame: bytes) -> ScreenInfo:
+        raise ScreenReject("malformed_reply", f"{self.name} has no info reply")
+
+    def clear_request(self) -> bytes | None:
+        """Give the screen back to its own content now; None: the profile cannot (a text
+        then ends when its display time runs out)."""
+        return None
 
 
 def xor_checksum(body: bytes) -> int:
@@ -130,8 +176,10 @@ class AsciiV1(ScreenProfile):
         return ScreenStatus(on=on, brightness=bri, content_id=content, temperature_c=temp,
                             fault=fault)
 
-    def text_request(self, text: str, seconds: float) -> bytes:
-        return self.frame(f"TEXT {max(1, round(seconds))} {text}")
+    def text_request(self, text: str, seconds: float, brightness: int | None = None,
+                     colour: str | None = None) -> bytes:
+        # One line: the v1 screen wraps by itself; no brightness or colour in v1.
+        return self.frame(f"TEXT {max(1, round(seconds))} {' '.join(text.splitlines())}")
 
     def parse_ack(self, frame: bytes) -> str | None:
         body = self.unframe(frame)
@@ -140,6 +188,84 @@ class AsciiV1(ScreenProfile):
         if body.startswith("ERR"):
             return body[3:].strip() or "unspecified"
         raise ScreenReject("malformed_reply", f"expected OK or ERR, got {body[:40]!r}")
+
+
+def _kv(rest: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for tok in rest.split():
+        k, eq, v = tok.partition("=")
+        if not eq:
+            raise ScreenReject("malformed_reply", f"token {tok[:20]!r} is not key=value")
+        fields[k] = v
+    return fields
+
+
+class Utf8V1(AsciiV1):
+    """`smartpole-utf8-v1`: v1's framing and STATUS, plus INFO, multi-line text with
+    brightness and colour, and CLEAR; UTF-8 text with CJK where the device has it.
+
+        -> INFO?*HH
+        <- INFO cols=24 rows=2 cjk=1 bri=1 colours=red,amber,white scroll=0*HH
+        -> TEXT 8 80 red Red light: please wait\\n红灯 请勿通行*HH
+        <- OK*HH            (or ERR <code>, e.g. ERR too_long, ERR charset)
+        -> CLEAR*HH
+        <- OK*HH
+
+    TEXT is `TEXT <seconds> <brightness|-> <colour|-> <text>`: `-` keeps the screen's
+    own; in the text `\\n` separates lines and `\\\\` is a backslash. A text must fit
+    (`cols` columns, a CJK character two, `rows` lines) unless the screen scrolls.
+    """
+
+    name = "smartpole-utf8-v1"
+    charset = "utf-8"
+
+    @staticmethod
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+    @staticmethod
+    def unescape(text: str) -> str:
+        out, i = [], 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\" and i + 1 < len(text):
+                out.append("\n" if text[i + 1] == "n" else text[i + 1])
+                i += 2
+                continue
+            out.append(c)
+            i += 1
+        return "".join(out)
+
+    def info_request(self) -> bytes:
+        return self.frame("INFO?")
+
+    def parse_info(self, frame: bytes) -> ScreenInfo:
+        body = self.unframe(frame)
+        head, _, rest = body.partition(" ")
+        if head != "INFO":
+            raise ScreenReject("malformed_reply", f"expected INFO, got {head[:20]!r}")
+        f = _kv(rest)
+        missing = {"cols", "rows", "cjk", "bri", "colours", "scroll"} - f.keys()
+        if missing:
+            raise ScreenReject("malformed_reply", f"INFO lacks {', '.join(sorted(missing))}")
+        try:
+            cols, rows = int(f["cols"]), int(f["rows"])
+            flags = [{"0": False, "1": True}[f[k]] for k in ("cjk", "bri", "scroll")]
+        except (KeyError, ValueError):
+            raise ScreenReject("bad_value", f"bad INFO values in {body[:80]!r}") from None
+        if not (1 <= cols <= 1024 and 1 <= rows <= 256):
+            raise ScreenReject("bad_value", f"size {cols}x{rows} out of range")
+        colours = () if f["colours"] == "-" else tuple(f["colours"].split(","))
+        return ScreenInfo(cols, rows, flags[0], flags[1], colours, flags[2])
+
+    def text_request(self, text: str, seconds: float, brightness: int | None = None,
+                     colour: str | None = None) -> bytes:
+        bri = "-" if brightness is None else str(brightness)
+        return self.frame(f"TEXT {max(1, round(seconds))} {bri} {colour or '-'} "
+                          f"{self.escape(text)}")
+
+    def clear_request(self) -> bytes:
+        return self.frame("CLEAR")
 
 
 PROFILES: dict[str, type[ScreenProfile]] = {}
@@ -153,6 +279,7 @@ def register_profile(cls: type[ScreenProfile]) -> type[ScreenProfile]:
 
 
 register_profile(AsciiV1)
+register_profile(Utf8V1)
 
 
 class LedScreenAdapter(Adapter):
@@ -172,6 +299,9 @@ class LedScreenAdapter(Adapter):
         self._wake = asyncio.Event()
         self.polls = 0
         self.texts = 0
+        # Size from config until (and unless) the device reports its own.
+        self.info = ScreenInfo(self.settings.cols, self.settings.rows)
+        self.info_from_device = False
 
     # ---- I/O --------------------------------------------------------------------
 
@@ -228,6 +358,20 @@ class LedScreenAdapter(Adapter):
 
     async def poll_once(self) -> ScreenStatus | None:
         self.polls += 1
+        req = self.profile.info_request()
+        if req is not None and not self.info_from_device:
+            # Asked until it answers: a screen that was off at start still gets laid out
+            # for its own size.
+            try:
+                self.info = self.profile.parse_info(await self._exchange(req))
+                self.info_from_device = True
+                log.info("screen %s: %dx%d, cjk=%s, brightness=%s, colours=%s, scroll=%s",
+                         self.device.id, self.info.cols, self.info.rows, self.info.cjk,
+                         self.info.brightness, ",".join(self.info.colours) or "-",
+                         self.info.scroll)
+            except ScreenReject as e:
+                self.sink.error(e.reason, f"INFO: {e}")
+                return None
         try:
             status = self.profile.parse_status(await self._exchange(
                 self.profile.status_request()))
@@ -249,7 +393,8 @@ class LedScreenAdapter(Adapter):
 
     # ---- commands -----------------------------------------------------------------
 
-    async def show_text(self, text: str, seconds: float) -> CommandOutcome:
+    def check_text(self, text: str, seconds: float) -> CommandOutcome | None:
+        """Why a backend text is refused (None: it is acceptable)."""
         s = self.settings
         if not s.text_enabled:
             return CommandOutcome("rejected", "unsupported",
@@ -261,9 +406,34 @@ class LedScreenAdapter(Adapter):
         if not (0 < seconds <= s.max_text_s) or not math.isfinite(seconds):
             return CommandOutcome("rejected", "schema",
                                   f"seconds must be in (0, {s.max_text_s}]")
+        return None
+
+    async def show_text(self, text: str, seconds: float) -> CommandOutcome:
+        refused = self.check_text(text, seconds)
+        if refused is not None:
+            return refused
+        return await self.put(text, seconds)
+
+    async def put(self, text: str, seconds: float, brightness: int | None = None,
+                  colour: str | None = None) -> CommandOutcome:
+        """Send one page as it is (already laid out and checked) for `seconds`."""
+        i = self.info
+        colour = colour if colour in i.colours else None
+        brightness = brightness if i.brightness else None
+        return await self._command(self.profile.text_request(text, seconds, brightness, colour),
+                                   f"showing {len(text)} characters for {seconds:g} s on "
+                                   f"{self.device.id}", text=True)
+
+    async def clear(self) -> CommandOutcome | None:
+        """Back to the screen's own content; None when the profile cannot."""
+        req = self.profile.clear_request()
+        if req is None:
+            return None
+        return await self._command(req, f"{self.device.id} shows its own content")
+
+    async def _command(self, request: bytes, done: str, text: bool = False) -> CommandOutcome:
         try:
-            err = self.profile.parse_ack(await self._exchange(
-                self.profile.text_request(text, seconds)))
+            err = self.profile.parse_ack(await self._exchange(request))
         except ScreenReject as e:
             self.sink.error(e.reason, str(e))
             reason = "timeout" if e.reason == "no_answer" else "device_unreachable" \
@@ -271,10 +441,10 @@ class LedScreenAdapter(Adapter):
             return CommandOutcome("failed", reason, str(e))
         if err is not None:
             return CommandOutcome("failed", "device_nak", f"screen refused the text: {err}")
-        self.texts += 1
+        if text:
+            self.texts += 1
         self._wake.set()  # poll now: the status shows the new content
-        return CommandOutcome("ok", "done", f"showing {len(text)} characters for "
-                              f"{seconds:g} s on {self.device.id}")
+        return CommandOutcome("ok", "done", done)
 
 
 def describe_profiles() -> dict[str, Any]:

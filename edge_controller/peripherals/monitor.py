@@ -70,7 +70,9 @@ class DeviceMonitor:
     lost_announced: bool = False
     rejected: int = 0
     readings: int = 0
+    shown: dict[str, Any] | None = None  # a screen: what the pole put on it (ScreenService)
     _pub: tuple[Health, tuple[str, ...], PeripheralStatus | None] | None = None
+    _pub_shown: dict[str, Any] | None = None
     _pub_t: float = 0.0
 
     @classmethod
@@ -163,8 +165,10 @@ class DeviceMonitor:
         key = (health, tuple(reasons))
         if (self._pub is None or key != self._pub[:2]
                 or significant_change(self._pub[2], self.status, self.deadband_pct)
+                or self.shown != self._pub_shown
                 or now - self._pub_t >= self.refresh_s):
             self._pub = (health, tuple(reasons), self.status)
+            self._pub_shown = self.shown
             self._pub_t = now
             out.append(Output("status", self.device_id, self.payload()))
         return out + events
@@ -175,7 +179,7 @@ class DeviceMonitor:
 
     def payload(self) -> dict[str, Any]:
         return payload(self.device_id, self.kind, self.health or "lost", self.reasons,
-                       self.seen_at, self.status)
+                       self.seen_at, self.status, self.shown)
 
 
 class RateLimitedLog:

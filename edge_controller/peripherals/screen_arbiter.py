@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Source = Literal["crossing", "fog", "backend", "idle"]
 PRIORITY: dict[Source, int] = {"crossing": 3, "fog": 2, "backend": 1, "idle": 0}
@@ -64,10 +64,29 @@ class ScreenWarningsConfig(BaseModel):
                              "the warning as it is).")
     idle_text: str = Field("", description="Shown when nothing else is: empty leaves the "
                            "screen's own content.")
+    device_id: str | None = Field(None, description="The screen that shows the warnings "
+                                  "(and whose screen.text goes through the arbiter); unset: "
+                                  "the pole's only led_screen.")
+    page_s: float = Field(3.0, ge=1, le=60, description="How long each page of a text too "
+                          "long for the screen is shown (screens that do not scroll).")
+    hold_s: float = Field(30.0, ge=5, le=3600, description="Display time sent for content "
+                          "without an end (fog warning, idle_text); it is sent again "
+                          "refresh_margin_s before it runs out. On a screen that cannot be "
+                          "cleared (smartpole-ascii-v1) it is also the longest a cleared "
+                          "fog warning can linger.")
+    refresh_margin_s: float = Field(5.0, ge=0.5, le=60, description="Content without an end "
+                                    "is sent again this long before its display time runs "
+                                    "out.")
     brightness: int | None = Field(None, ge=0, le=100, description="Brightness (%) for "
                                    "warnings, where the screen has it; none keeps its own.")
     colour: str = Field("red", description="Colour of warnings, where the screen has "
                         "colours.")
+
+    @model_validator(mode="after")
+    def _margin(self) -> ScreenWarningsConfig:
+        if self.refresh_margin_s >= self.hold_s:
+            raise ValueError("refresh_margin_s must be below hold_s")
+        return self
 
     @field_validator("crossing_text", "fog_text")
     @classmethod
@@ -82,7 +101,8 @@ class Shown:
     source: Source
     text: str  # lines joined by "\n"
     reason: str  # why this content is on the screen
-    since: float
+    since: float  # when changed() first returned it (current(): the time asked)
+    until: float | None = None  # when it ends by itself; None: when something else starts
     brightness: int | None = None
     colour: str | None = None
 
@@ -186,27 +206,35 @@ class ScreenArbiter:
         c = self.cfg
         if self._crossing_until is not None and now < self._crossing_until and c.enabled:
             return Shown("crossing", "\n".join(c.crossing_text),
-                         f"violation in zone {self._crossing_zone}", now, c.brightness, c.colour)
+                         f"violation in zone {self._crossing_zone}", now,
+                         self._crossing_until, c.brightness, c.colour)
         if self._fog_band is not None and c.enabled:
             limit = "50" if self._fog_band == "<50" else "200"
             text = "\n".join(t.format(band=self._fog_band, limit=limit) for t in c.fog_text)
-            return Shown("fog", text, f"visibility {self._fog_band} m", now, c.brightness,
-                         c.colour)
+            return Shown("fog", text, f"visibility {self._fog_band} m", now, None,
+                         c.brightness, c.colour)
         if self._backend is not None:
             text, until = self._backend
             if until is None or now < until:
-                return Shown("backend", text, "screen.text", now)
+                return Shown("backend", text, "screen.text", now, until)
             self._backend = None
         return Shown("idle", c.idle_text, "idle", now)
 
     def changed(self, now: float) -> Shown | None:
-        """The new content when it differs from what was last returned, else None."""
+        """The new content when it differs from what was last returned, else None. A new
+        end counts as a change (a crossing warning extended, a backend text sent again):
+        the screen's display time must follow it."""
         cur = self.current(now)
         last = self._last
-        if last is not None and (last.source, last.text) == (cur.source, cur.text):
+        if last is not None and (last.source, last.text, last.until) == (
+                cur.source, cur.text, cur.until):
             return None
         self._last = cur
         return cur
+
+    def backend_pending(self, now: float) -> bool:
+        """A backend text waits under a warning (shown when the warning ends)."""
+        return self._backend is not None and self.current(now).source in ("crossing", "fog")
 
     def _quiet(self, now: float) -> bool:
         qh = self.cfg.crossing_quiet_hours

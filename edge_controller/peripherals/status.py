@@ -67,9 +67,11 @@ PeripheralStatus = ChargerStatus | ScreenStatus
 
 
 def payload(device_id: str, kind: DeviceKind, health: Health, reasons: list[str],
-            seen_at: str | None, status: PeripheralStatus | None) -> dict[str, Any]:
-    """The status message body (closed: every key always present)."""
-    return {
+            seen_at: str | None, status: PeripheralStatus | None,
+            shown: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status message body (closed: every key always present; `shown`, since API
+    1.7.0, on every led_screen status and never on a charger's)."""
+    body = {
         "device_id": device_id,
         "kind": kind,
         "health": health,
@@ -78,6 +80,11 @@ def payload(device_id: str, kind: DeviceKind, health: Health, reasons: list[str]
         "charger": status.as_dict() if isinstance(status, ChargerStatus) else None,
         "screen": status.as_dict() if isinstance(status, ScreenStatus) else None,
     }
+    if kind == "led_screen":
+        # What the pole put on the screen and why: {source, reason, text, since, until,
+        # applied}; null while the pole has not decided (or does not arbitrate this screen).
+        body["shown"] = shown
+    return body
 
 
 def significant_change(old: PeripheralStatus | None, new: PeripheralStatus | None,

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 from polesim.peripherals.screen import ScreenSim
 
+from edge_controller.peripherals.adapter import REGISTERED
+from edge_controller.peripherals.led_screen import LedScreenAdapter
+
 from .conftest import running_hub
+
+
+@pytest.fixture(autouse=True)
+def _real_screen_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    # test_hub.py's fake adapter registers itself for kind led_screen when its module is
+    # imported; these tests are about the real one.
+    monkeypatch.setitem(REGISTERED, "led_screen", LedScreenAdapter)
 
 POLL_S = 0.1
 LOST_AFTER_S = 1.0

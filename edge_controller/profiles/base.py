@@ -95,3 +95,9 @@ class Profile(ABC):
     def connection(self, now: float) -> Connection | None:
         """Its own broker and credentials; None to share the native connection."""
         return None
+
+    def on_shutdown(self, now: float) -> list[Out]:
+        """What to publish before a clean disconnect of its own connection (the will's
+        topic with what it would say, by default: a clean stop looks like a lost one)."""
+        conn = self.connection(now)
+        return [] if conn is None or conn.will is None else [conn.will]

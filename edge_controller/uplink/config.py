@@ -45,6 +45,26 @@ class MqttConfig(_Section):
     ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (system CAs if unset).")
     cert_file: Path | None = Field(None, description="Client certificate (PEM) for mqtts://.")
     key_file: Path | None = Field(None, description="Client private key (PEM) for mqtts://.")
+    profiles: list[str] = Field(
+        default_factory=lambda: ["native"],
+        description="Backend profiles the pole speaks at once: 'native' (this API, "
+        "docs/mqtt.md), 'homeassistant'; each other profile has its own [mqtt.<name>] table, "
+        "connection and queue (docs/backends.md). Without 'native' the connection only "
+        "carries state and the last will.",
+    )
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        # Which names exist is known only to the profile registry (checked by Config).
+        if not v:
+            raise ValueError("name at least one profile (default: [\"native\"])")
+        if len(set(v)) != len(v):
+            raise ValueError("a profile is listed twice")
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                raise ValueError(f"{name!r} is not a profile name")
+        return v
 
     @field_validator("url")
     @classmethod

@@ -91,40 +91,46 @@ class CommandDispatcher:
 
     # ---- decisions (sans-I/O) -------------------------------------------------------
 
-    def decide(self, payload: bytes, now: float) -> Decision:
+    def decide(self, payload: bytes, now: float,
+               allow_unsigned: frozenset[str] = frozenset()) -> Decision:
         cmd = parse(payload, now)
         if isinstance(cmd, Rejection):
             return cmd
         cached = self.results.get(cmd.id)
         if cached is not None:
             return Replay(dict(cached))
-        why = self.policy.check(json.loads(payload), cmd, now)
+        why = self.policy.check(json.loads(payload), cmd, now, allow_unsigned)
         if why is not None:
             return Rejection(cmd.id, *why)
         return Run(cmd)
 
     # ---- the task side --------------------------------------------------------------
 
-    async def handle(self, payload: bytes) -> None:
-        """One message from .../cmd; always answered with one result (or a replayed one)."""
+    async def handle(self, payload: bytes, reply: SendResult | None = None,
+                     allow_unsigned: frozenset[str] = frozenset()) -> None:
+        """One message from .../cmd; always answered with one result (or a replayed one).
+
+        A backend profile passes `reply` (its result goes back to its platform, not to
+        cmd/result) and the unsigned types its operator allowed (TrustPolicy.check)."""
+        send = reply or self._send
         now = self._clock()
         cid = _peek_id(payload)
         if cid is not None and cid in self._inflight:
             await self._inflight[cid].wait()  # the same id twice at once: answer it once
-        decision = self.decide(payload, now)
+        decision = self.decide(payload, now, allow_unsigned)
         if isinstance(decision, Rejection):
             log.warning("command %s rejected (%s): %s", decision.id, decision.reason,
                         decision.detail)
             self._result(decision.id, CommandOutcome("rejected", decision.reason,
-                                                     decision.detail), now)
+                                                     decision.detail), now, send)
         elif isinstance(decision, Replay):
             self.replays += 1
             log.info("command %s replayed: answering from the result cache", cid)
-            self._send(decision.result)
+            send(decision.result)
         else:
-            await self._run(decision.envelope)
+            await self._run(decision.envelope, send)
 
-    async def _run(self, cmd: Envelope) -> None:
+    async def _run(self, cmd: Envelope, send: SendResult) -> None:
         done = self._inflight[cmd.id] = asyncio.Event()
         try:
             handler = self._handlers.get(cmd.body.type)
@@ -133,15 +139,16 @@ class CommandDispatcher:
                 outcome = CommandOutcome("rejected", "unsupported", why)
             else:
                 outcome = await handler(cmd.body)
-            self._result(cmd.id, outcome, self._clock())
+            self._result(cmd.id, outcome, self._clock(), send)
         finally:
             done.set()
             del self._inflight[cmd.id]
 
-    def _result(self, cid: str | None, o: CommandOutcome, now: float) -> None:
+    def _result(self, cid: str | None, o: CommandOutcome, now: float,
+                send: SendResult) -> None:
         self.rejected += o.status == "rejected"
         result = {"id": cid, "status": o.status, "reason": o.reason, "detail": o.detail}
-        self._send(result)
+        send(result)
         if cid is not None and o.reason not in UNCACHED_REASONS:
             self.results.put(cid, result, now)
 

@@ -1,8 +1,12 @@
 """MQTT uplink on aiomqtt: connection, last will, the single publish path, commands in.
 
-Every record the pole reports goes through `Uplink.publish()`: one bounded
-queue, drained in order by one sender while connected. (A later release puts
-a durable queue and per-record sequence numbers behind this same call.)
+Every record the pole reports goes through `Uplink.publish()`: the durable
+queue (store.py), drained in order by one sender while connected. Backend
+profiles (edge_controller.profiles) see every record there through a tap
+(`add_tap`), before it is queued, and keep queues of their own; a profile that
+shares this connection publishes through `publish_now` and listens with `listen`.
+With `native=False` ([mqtt] profiles without "native") the connection, its state
+and last will stay, but no record of the native API is published or queued.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class Record:
     retain: bool = False
 
 
+# A tap sees every record of the native API: (kind, payload, device_id); kind is one of
+# birth, telemetry, events, result, periph_status (edge_controller.profiles.base.NativeKind).
+Tap = Callable[[str, dict[str, Any], str | None], None]
+
+
 class Uplink:
     def __init__(
         self,
@@ -50,6 +59,7 @@ class Uplink:
         on_command: Callable[[bytes], Coroutine[Any, Any, None]],
         store: RecordStore | None = None,
         drain_rate_per_s: float = 50.0,
+        native: bool = True,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -63,7 +73,12 @@ class Uplink:
         self._drained = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._rng = random.Random()
-        self._extra: dict[str, Callable[[bytes], None]] = {}
+        self.native = native
+        self._extra: dict[str, Callable[[str, bytes], None]] = {}
+        self._taps: list[Tap] = []
+        self._on_connected: list[Callable[[], None]] = []
+        # One publish in flight on the client (the PUBACK watch relies on it), whoever sends.
+        self._publishing = asyncio.Lock()
         self._refusal: str | None = None
         self.protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
         self.connected = False
@@ -97,6 +112,9 @@ class Uplink:
     def publish(self, record: Record) -> None:
         """Every record goes here. Retained records are state (the latest wins, re-sent on
         every connect); all others get a sequence number and are stored durably first."""
+        self._tap(record.topic, record.payload)
+        if not self.native:
+            return
         if record.retain:
             self._retained[record.topic] = record.payload
         else:
@@ -118,7 +136,43 @@ class Uplink:
 
     def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
         """Also listen to `topic` (e.g. an external signal feed); set before run()."""
-        self._extra[topic] = handler
+        self._extra[topic] = lambda _topic, raw: handler(raw)
+
+    def listen(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Like `subscribe`, for a filter with wildcards: the handler gets the topic too."""
+        self._extra[topic_filter] = handler
+
+    # ---- backend profiles ------------------------------------------------------
+
+    def add_tap(self, tap: Tap) -> None:
+        """`tap` sees every native record as it is published (a profile runner)."""
+        self._taps.append(tap)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """`callback` runs after each (re)connect, once state and birth are out."""
+        self._on_connected.append(callback)
+
+    def _tap(self, topic: str, payload: dict[str, Any]) -> None:
+        if not self._taps:
+            return
+        kind, device = self.topics.kind_of(topic)
+        if kind is None:
+            return
+        for tap in self._taps:
+            try:
+                tap(kind, payload, device)
+            except Exception:  # a profile's bug must never cost the native API a record
+                log.exception("profile tap failed on %s", topic)
+
+    async def publish_now(self, topic: str, payload: bytes, qos: int = 1,
+                          retain: bool = False) -> None:
+        """Publish on this connection now, for a profile that shares it; raises
+        aiomqtt.MqttError while disconnected (the profile keeps the record queued)."""
+        async with self._publishing:
+            client = self._client
+            if client is None or not self.connected:
+                raise aiomqtt.MqttError("uplink not connected")
+            await client.publish(topic, payload, qos=qos, retain=retain)
 
     # ---- connection ------------------------------------------------------------
 
@@ -196,15 +250,21 @@ class Uplink:
             log.info("uplink: connected to %s (MQTT %s)", self.cfg.url, self.protocol)
             try:
                 # Subscribe first: once a backend sees `online`, commands reach us.
-                await client.subscribe(self.topics.command, qos=1)
+                if self.native:
+                    await client.subscribe(self.topics.command, qos=1)
                 for topic in self._extra:
                     await client.subscribe(topic, qos=1)
                 await client.publish(self.topics.state,
                                      json.dumps(self.state_payload("online", "connected")),
                                      qos=1, retain=True)
                 self._retained.pop(self.topics.birth, None)
-                await client.publish(self.topics.birth, json.dumps(self.stamp(self._birth())),
-                                     qos=1, retain=True)
+                birth = self.stamp(self._birth())
+                self._tap(self.topics.birth, birth)
+                if self.native:
+                    await client.publish(self.topics.birth, json.dumps(birth),
+                                         qos=1, retain=True)
+                for callback in self._on_connected:
+                    callback()
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._send_loop(client), name="uplink.send")
                     tg.create_task(self._receive_loop(client), name="uplink.receive")
@@ -225,8 +285,9 @@ class Uplink:
         while True:
             for topic in list(self._retained):
                 payload = self._retained.pop(topic)
-                await client.publish(topic, json.dumps(payload, separators=(",", ":")),
-                                     qos=1, retain=True)
+                async with self._publishing:
+                    await client.publish(topic, json.dumps(payload, separators=(",", ":")),
+                                         qos=1, retain=True)
             live = self.store.peek(1, min_seq=live_from)
             backlog = self.store.peek(1)
             if backlog and backlog[0].seq >= live_from:
@@ -245,16 +306,18 @@ class Uplink:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._have.wait(), wait)
                 continue
-            self._refusal = None
-            await client.publish(rec.topic, rec.payload, qos=rec.qos)
+            async with self._publishing:
+                self._refusal = None
+                await client.publish(rec.topic, rec.payload, qos=rec.qos)
+                refusal = self._refusal
             # Removed only once the broker has it (QoS 1: after PUBACK).
             self.store.ack(rec.seq)
-            if self._refusal is not None:
+            if refusal is not None:
                 # MQTT 5: the broker answered with a failure reason (e.g. not authorised).
                 # Retrying cannot help; count it and move on so the queue never wedges.
                 self.refused += 1
                 log.error("uplink: broker refused seq %d on %s: %s", rec.seq, rec.topic,
-                          self._refusal)
+                          refusal)
             else:
                 self.published += 1
 
@@ -273,12 +336,12 @@ class Uplink:
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
-            if not msg.topic.matches(self.topics.command):
+            if not (self.native and msg.topic.matches(self.topics.command)):
                 for topic, handler in self._extra.items():
                     if msg.topic.matches(topic):
                         raw = msg.payload if isinstance(msg.payload, bytes) else b""
                         try:
-                            handler(raw)
+                            handler(msg.topic.value, raw)
                         except Exception:  # a feed handler bug must not drop the uplink
                             log.exception("handler for %s failed", topic)
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,22 @@ class RecordStore:
     def append(self, topic: str, payload: dict[str, Any], qos: int = 1,
                kind: str = "event", now: float | None = None) -> int:
         """Give the record its sequence number, make it durable, return the number."""
+        return self._insert(topic, lambda seq: json.dumps(
+            {**payload, "seq": seq}, separators=(",", ":")).encode(), qos, kind, now)
+
+    def append_raw(self, topic: str, body: bytes, qos: int = 1, kind: str = "event",
+                   now: float | None = None) -> int:
+        """A record whose bytes are final (a backend profile's payload, which carries no
+        `seq` of ours); same durability, order and bounds as `append`."""
+        return self._insert(topic, lambda _seq: body, qos, kind, now)
+
+    def _insert(self, topic: str, body_for: Callable[[int], bytes], qos: int, kind: str,
+                now: float | None) -> int:
         now = time.time() if now is None else now
         self.db.execute("BEGIN IMMEDIATE")
         try:
             seq = self._meta("next_seq")
-            body = json.dumps({**payload, "seq": seq}, separators=(",", ":")).encode()
+            body = body_for(seq)
             self.db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
                             (seq, topic, body, qos, kind, now))
             self.db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))

@@ -40,3 +40,18 @@ class Topics:
 
     def periph_status(self, device_id: str) -> str:
         return f"{self.base}/periph/{device_id}/status"
+
+    def kind_of(self, topic: str) -> tuple[str | None, str | None]:
+        """(kind, device_id) of one of this pole's publish topics, (None, None) otherwise;
+        kinds as in edge_controller.profiles.base.NativeKind."""
+        if not topic.startswith(self.base + "/"):
+            return None, None
+        rest = topic[len(self.base) + 1:]
+        if rest == "cmd/result":
+            return "result", None
+        if rest in ("state", "birth", "telemetry", "events"):
+            return rest, None
+        parts = rest.split("/")
+        if len(parts) == 3 and parts[0] == "periph" and parts[2] == "status":
+            return "periph_status", parts[1]
+        return None, None

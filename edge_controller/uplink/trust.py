@@ -56,13 +56,20 @@ class TrustPolicy:
     require_signature: bool = False
     max_clock_skew_s: float = 300.0
 
-    def check(self, envelope: dict[str, Any], cmd: Envelope,
-              now: float) -> tuple[str, str] | None:
-        """None to run `cmd` (`envelope` is its JSON object), else (reason, detail)."""
+    def check(self, envelope: dict[str, Any], cmd: Envelope, now: float,
+              allow_unsigned: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+        """None to run `cmd` (`envelope` is its JSON object), else (reason, detail).
+
+        `allow_unsigned`: command types run without a signature even when one is
+        required, for a backend profile whose platform cannot sign and whose operator
+        said so explicitly (`accept_unsigned`, docs/backends.md). A signature that is
+        present is still verified."""
         issued = parse_ts(cmd.issued_at)
         if issued - now > self.max_clock_skew_s:
             return "not_yet_valid", f"issued_at is {issued - now:.0f} s in the future"
         if self.key is None or (cmd.sig is None and not self.require_signature):
+            return None
+        if cmd.sig is None and cmd.body.type in allow_unsigned:
             return None
         problem = verify(envelope, self.key)
         if problem is not None:

@@ -189,8 +189,7 @@ class ThingsBoardProfile(Profile):
             ts = ms(p.get("ts"), now)
             values = {"event": p["event"], "event_detail": json.dumps(p["detail"])}
             dev = (p.get("detail") or {}).get("device_id")
-            if p["event"].startswith("periph_") and isinstance(dev, str) \
-                    and self.device_name(dev) in self.devices:
+            if isinstance(dev, str) and self.device_name(dev) in self.devices:
                 return [Out(GW_TELEMETRY, _j({self.device_name(dev):
                                               [{"ts": ts, "values": values}]}))]
             return [Out(ME_TELEMETRY, _j({"ts": ts, "values": values}))]
@@ -270,6 +269,12 @@ class ThingsBoardProfile(Profile):
         data = {"success": result["status"] == "ok", "status": result["status"],
                 "reason": result["reason"], "detail": result.get("detail")}
         return [Out(GW_RPC, _j({"device": name, "id": rid, "data": data}))]
+
+    def on_shutdown(self, now: float) -> list[Out]:
+        # A clean stop: the devices behind the gateway go offline with it.
+        out = [Out(GW_DISCONNECT, _j({"device": n})) for n in sorted(self.connected)]
+        self.connected.clear()
+        return out
 
     def connection(self, now: float) -> Connection | None:
         if self.s.url is None:

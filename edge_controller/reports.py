@@ -75,6 +75,7 @@ class BirthBuilder:
             config_version=self.config_version, models={},
             capabilities=caps + self.extra_caps, api_version=API_VERSION,
             commands=self.dispatcher.commands,
+            command_signatures=self.dispatcher.policy.mode,  # since 1.8.0
         ).payload()
 
 

@@ -1,10 +1,12 @@
 """Upstream commands: the envelope, its bodies, result reasons; sans-I/O parsing.
 
 The envelope is frozen in docs/architecture.md: id, issued_at, optional
-expires_at, optional sig, body. `parse(payload, now)` turns the bytes of one
-message into an `Envelope` or a `Rejection`; every rejection carries a
-machine-readable reason and a human-readable detail. What a command does is
-up to the feature that registered it (edge_controller.uplink.dispatcher).
+expires_at, optional sig, body; since 1.8.0 an optional pole_id, and a signed
+command (one with sig) must carry expires_at and pole_id (docs/security.md).
+`parse(payload, now)` turns the bytes of one message into an `Envelope` or a
+`Rejection`; every rejection carries a machine-readable reason and a
+human-readable detail. What a command does is up to the feature that
+registered it (edge_controller.uplink.dispatcher).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+POLE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SIG_PATTERN = r"^[A-Za-z0-9+/]{86}==$"  # base64 of a 64-byte Ed25519 signature
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 MAX_PAYLOAD = 8192
@@ -33,6 +36,9 @@ REASONS: dict[str, str] = {
     "expired": "received after its expires_at",
     "not_yet_valid": "issued_at is further in the future than the allowed clock skew",
     "signature": "unsigned while a signature is required, or the signature does not verify",
+    "wrong_pole": "the command names another pole in pole_id",
+    "lifetime": "expires_at is further after issued_at than the pole's maximum command lifetime",
+    "conflict": "the id was answered before for a command with another body",
     "unsupported": "the pole cannot do it (feature off, no such device)",
     "bad_value": "a value the pole's configuration does not allow",
     "link_down": "the I/O board is not connected",
@@ -43,8 +49,6 @@ REASONS: dict[str, str] = {
     "device_nak": "a peripheral refused the command",
     "device_error": "a peripheral's port or connection failed",
 }
-# Rejections decided before a command has a trustworthy id: not remembered for replays.
-UNCACHED_REASONS = frozenset({"invalid_json", "too_large", "schema"})
 
 
 class _Strict(BaseModel):
@@ -120,10 +124,21 @@ class Envelope(_Strict):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     issued_at: Annotated[str, Field(pattern=TS_PATTERN)]
     expires_at: Annotated[str, Field(pattern=TS_PATTERN)] | None = None
+    pole_id: Annotated[str, Field(pattern=POLE_ID_PATTERN)] | None = None  # since 1.8.0
     sig: Annotated[str, Field(pattern=SIG_PATTERN)] | None = None
     body: Body
 
-    @field_validator("expires_at", "sig", mode="before")
+    @model_validator(mode="after")
+    def _signed_is_bound(self) -> Envelope:
+        # Since 1.8.0: a signature covers the pole and a deadline, or it is not accepted
+        # (a signed command could otherwise run on every pole, at any time).
+        if self.sig is not None:
+            missing = [k for k in ("expires_at", "pole_id") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a signed command must carry {' and '.join(missing)}")
+        return self
+
+    @field_validator("expires_at", "pole_id", "sig", mode="before")
     @classmethod
     def _no_null(cls, v: object) -> object:
         # Optional means "omit the key"; an explicit null is a malformed command.

@@ -128,14 +128,15 @@ def validate_message(topic: str, payload: bytes | str | dict[str, Any]) -> dict[
     """Validate one captured MQTT message; return the decoded payload.
 
     `payload` may be the raw bytes (UTF-8 JSON), a str or an already decoded
-    object. For pole-published messages the payload's `pole_id` must equal the
-    topic's.
+    object. The payload's `pole_id` (always in pole-published messages, in signed
+    commands) must equal the topic's.
     """
     pole_id, name = schema_for_topic(topic)
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8")
     obj = json.loads(payload) if isinstance(payload, str) else payload
     validate(name, obj)
-    if name != "command" and obj["pole_id"] != pole_id:
+    # A command names its pole only when signed (since 1.8.0); when it does, it must match.
+    if obj.get("pole_id", pole_id) != pole_id:
         raise ValidationError(f"payload pole_id {obj['pole_id']!r} does not match topic {topic!r}")
     return obj

@@ -30,12 +30,14 @@ MQTT_MD = API_DIR.parent / "mqtt.md"
 
 # Properties that may be absent; every other property of every object schema is required.
 OPTIONAL = {
-    ("command", "/properties"): {"expires_at", "sig"},
+    ("command", "/properties"): {"expires_at", "sig", "pole_id"},  # required when signed
     ("command", "/$defs/lamp_set/properties"): {"fade_ms"},
     ("command", "/$defs/reboot/properties"): {"target"},
     ("command", "/$defs/screen_text/properties"): {"device_id"},
     ("command", "/$defs/dimming_schedule/properties"): {"night_level", "periods"},
-    ("birth", "/properties"): {"api_version", "commands"},  # since 1.6.0: absent from older poles
+    ("birth", "/properties"): {"api_version", "commands",  # since 1.6.0: absent from older poles
+                               "command_signatures"},  # since 1.8.0
+    ("result", "/properties"): {"duplicate"},  # since 1.8.0: absent from older poles
     ("periph_status", "/properties"): {"shown"},  # since 1.7.0: led_screen only, not older poles
 }
 
@@ -273,6 +275,7 @@ BASE: dict[str, dict[str, Any]] = {
         "id": "c-1",
         "issued_at": TS,
         "expires_at": "2026-11-28T23:11:07.123Z",
+        "pole_id": "pole-0042",
         "sig": "A" * 86 + "==",
         "body": {"type": "lamp.set", "level": 55, "fade_ms": 0},
     },
@@ -595,7 +598,13 @@ def test_schema_for_topic() -> None:
 def test_validate_message() -> None:
     raw = json.dumps(BASE["result"]).encode()
     assert validate_message("smartpole/v1/pole-0042/cmd/result", raw) == BASE["result"]
-    assert validate_message("smartpole/v1/any-pole/cmd", BASE["command"])
+    assert validate_message("smartpole/v1/pole-0042/cmd", BASE["command"])
+    unbound = {k: v for k, v in BASE["command"].items() if k not in ("pole_id", "sig")}
+    assert validate_message("smartpole/v1/any-pole/cmd", unbound)
+    with pytest.raises(ValidationError, match="does not match topic"):
+        validate_message("smartpole/v1/pole-0043/cmd", BASE["command"])
+    with pytest.raises(ValidationError, match="dependency of 'sig'"):
+        validate("command", {k: v for k, v in BASE["command"].items() if k != "pole_id"})
     with pytest.raises(ValidationError, match="does not match topic"):
         validate_message("smartpole/v1/pole-0043/cmd/result", raw)
     with pytest.raises(json.JSONDecodeError):
@@ -654,7 +663,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.7.0"
+    assert asyncapi["info"]["version"] == "1.8.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

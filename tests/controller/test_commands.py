@@ -36,10 +36,10 @@ def rejected(payload: bytes, now: float = NOW) -> Rejection:
 
 def test_lamp_set_with_all_fields() -> None:
     env = commands.parse(raw(cmd({"type": "lamp.set", "level": 30, "fade_ms": 2000},
-                                 expires_at=EXPIRES, sig=SIG)), NOW)
+                                 expires_at=EXPIRES, pole_id="pole-0042", sig=SIG)), NOW)
     assert isinstance(env, Envelope)
     assert env.id == "c-20261128-0001"
-    assert env.expires_at == EXPIRES and env.sig == SIG
+    assert env.expires_at == EXPIRES and env.sig == SIG and env.pole_id == "pole-0042"
     assert isinstance(env.body, LampSet)
     assert (env.body.level, env.body.fade_ms) == (30, 2000)
 
@@ -235,8 +235,25 @@ def test_too_large_payload_is_rejected_before_parsing() -> None:
     {"sig": "not-a-signature"},  # command.schema.json: ^[A-Za-z0-9+/]{86}==$
     {"sig": None},  # schema: a string when present
     {"expires_at": None},  # schema: a timestamp string when present
+    {"pole_id": None},
+    {"pole_id": "Pole_42"},  # the pole id pattern
 ])
 def test_optional_fields_follow_the_schema_when_present(extra: dict[str, Any]) -> None:
     # docs/mqtt.md: "Poles are strict about commands"; command.schema.json is normative.
     r = rejected(raw(cmd({"type": "ping"}, **extra)))
     assert (r.id, r.reason) == ("c-20261128-0001", "schema")
+
+
+@pytest.mark.parametrize(("extra", "missing"), [
+    ({"pole_id": "pole-0042"}, "expires_at"),
+    ({"expires_at": EXPIRES}, "pole_id"),
+    ({}, "expires_at and pole_id"),
+])
+def test_a_signed_command_must_carry_its_deadline_and_pole(extra: dict[str, Any],
+                                                          missing: str) -> None:
+    # Since 1.8.0 (command.schema.json dependentRequired): a signature binds both.
+    r = rejected(raw(cmd({"type": "ping"}, sig=SIG, **extra)))
+    assert (r.id, r.reason) == ("c-20261128-0001", "schema")
+    assert f"a signed command must carry {missing}" in r.detail
+    # Unsigned commands keep them optional (1.x compatibility).
+    assert isinstance(commands.parse(raw(cmd({"type": "ping"}, **extra)), NOW), Envelope)

@@ -28,6 +28,8 @@ from .fake_firmware import outcomes, up_session
 
 NOW = datetime(2026, 11, 28, 23, 15, 30, tzinfo=UTC).timestamp()
 ISSUED = "2026-11-28T23:15:00.000Z"
+EXPIRES = "2026-11-28T23:20:00.000Z"
+POLE = "pole-0042"
 
 
 class FakeLink:
@@ -61,7 +63,7 @@ class Sent(list[dict[str, Any]]):
 def make(policy: TrustPolicy | None = None, link: FakeLink | None = None,
          ) -> tuple[CommandDispatcher, Sent, list[int]]:
     sent, stops = Sent(), []
-    d = CommandDispatcher(policy or TrustPolicy(), ResultCache(None, 100), sent,
+    d = CommandDispatcher(policy or TrustPolicy(pole_id=POLE), ResultCache(None, 100), sent,
                           clock=lambda: NOW)
     pole_commands.register(d, (link or FakeLink()).command, stops.append)
     return d, sent, stops
@@ -123,15 +125,17 @@ async def test_rejections(payload: bytes, reason: str, cid: str | None) -> None:
     assert d.rejected == 1
 
 
-def signed(body: dict[str, Any], key: Ed25519PrivateKey, cid: str = "s-1") -> bytes:
-    env = {"id": cid, "issued_at": ISSUED, "body": body}
+def signed(body: dict[str, Any], key: Ed25519PrivateKey, cid: str = "s-1",
+           **extra: Any) -> bytes:
+    env = {"id": cid, "issued_at": ISSUED, "expires_at": EXPIRES, "pole_id": POLE,
+           "body": body, **extra}
     env["sig"] = base64.b64encode(key.sign(signed_bytes(env))).decode()
     return json.dumps(env).encode()
 
 
 async def test_signatures() -> None:
     city, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    d, sent, _ = make(TrustPolicy(city.public_key(), require_signature=True))
+    d, sent, _ = make(TrustPolicy(city.public_key(), require_signature=True, pole_id=POLE))
     await d.handle(signed({"type": "ping"}, city, "s-1"))
     assert result(sent) == ("ok", "done")
     await d.handle(signed({"type": "ping"}, other, "s-2"))
@@ -139,7 +143,7 @@ async def test_signatures() -> None:
     await d.handle(cmd({"type": "ping"}, "s-3"))
     assert result(sent) == ("rejected", "signature") and "unsigned" in sent[-1]["detail"]
     # Without require_signature an unsigned command runs; a signed one must still verify.
-    d, sent, _ = make(TrustPolicy(city.public_key()))
+    d, sent, _ = make(TrustPolicy(city.public_key(), pole_id=POLE))
     await d.handle(cmd({"type": "ping"}, "u-1"))
     assert result(sent) == ("ok", "done")
     await d.handle(signed({"type": "ping"}, other, "u-2"))
@@ -163,8 +167,9 @@ async def test_a_replayed_id_is_answered_from_the_cache_and_not_run_again() -> N
     link = FakeLink()
     d, sent, _ = make(link=link)
     await d.handle(cmd({"type": "lamp.set", "level": 10}))
-    await d.handle(cmd({"type": "lamp.set", "level": 90}))  # same id, other body
-    assert sent[0] == sent[1] and link.sent == [("lamp_set", (10, 1000))]
+    await d.handle(cmd({"type": "lamp.set", "level": 10}))  # e.g. a QoS 1 redelivery
+    assert sent[1] == {**sent[0], "duplicate": True} and sent[0]["duplicate"] is False
+    assert link.sent == [("lamp_set", (10, 1000))]
     assert d.replays == 1 and d.rejected == 0
 
 
@@ -183,7 +188,8 @@ async def test_the_same_id_twice_at_once_runs_once() -> None:
     await asyncio.sleep(0)
     gate.set()
     await both
-    assert runs == [1] and len(sent) == 2 and sent[0] == sent[1] and d.replays == 1
+    assert runs == [1] and len(sent) == 2 and d.replays == 1
+    assert sent[1] == {**sent[0], "duplicate": True}
 
 
 async def test_schema_rejections_are_not_cached() -> None:

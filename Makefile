@@ -6,13 +6,15 @@
 #   make soak-controller       whole-pole soak, 1 h real time (SOAK_MINUTES=10 for less)
 #   make soak-controller-fast  accelerated whole-pole soak, 10 min
 #   make fuzz   long fuzzing run (200,000 examples per entry point)
+#   make test-ha  a real Home Assistant 2024.3.3 (own venv, HA_VENV) discovers and drives a
+#               simulated pole (CI runs it after make test)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv firmware test lint typecheck-firmware run bench soak soak-controller soak-controller-fast fuzz clean
+.PHONY: venv firmware test test-ha ha-venv lint typecheck-firmware run bench soak soak-controller soak-controller-fast fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,20 @@ typecheck-firmware: venv
 
 test: lint firmware
 	$(PY) -m pytest -q
+
+# Home Assistant in its own venv (it pins its own versions of half our dependencies);
+# josepy 2 breaks acme and with it every REST call. The warm start installs what HA
+# installs on its first start (the frontend included) so the test starts in seconds.
+HA_VENV ?= /opt/havenv
+ha-venv:
+	@$(HA_VENV)/bin/python -c "import homeassistant.const as c; assert c.__version__ == '2024.3.3'" 2>/dev/null || { \
+	  $(PYTHON) -m venv $(HA_VENV) && \
+	  $(HA_VENV)/bin/pip install -q --upgrade pip && \
+	  $(HA_VENV)/bin/pip install -q 'homeassistant==2024.3.3' 'josepy<2' && \
+	  HA_VENV=$(HA_VENV) $(PY) -m tests.profiles.hass; }
+
+test-ha: venv firmware ha-venv
+	HA_VENV=$(HA_VENV) $(PY) -m pytest -q -s -m homeassistant hil_tests/test_homeassistant.py
 
 run: venv firmware
 	$(VENV)/bin/polectl sim --allow-apt

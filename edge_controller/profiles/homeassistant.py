@@ -60,8 +60,8 @@ class HomeAssistantSettings(ProfileSettings):
         "(<base_topic>/<pole id>/...).",
     )
     screen_text_s: float = Field(
-        3600.0, gt=0, le=86400, description="How long a screen text set from HA is shown "
-        "(the screen.text command's seconds).",
+        300.0, gt=0, le=86400, description="How long a screen text set from HA is shown "
+        "(the screen.text command's seconds; at most the screen's max_text_s).",
     )
 
     @field_validator("discovery_prefix", "base_topic")

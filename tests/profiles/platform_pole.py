@@ -16,11 +16,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from polesim.broker import Broker
+from polesim.broker import Broker, mosquitto_path, start_mosquitto
 from polesim.peripherals.demo import DemoPeersThread, start_demo_peers
 from polesim.pole import SimPole
 
-from tests.support import build_firmware, mosquitto
+from tests.support import build_firmware, need
 
 _ids = itertools.count(1)
 
@@ -44,8 +44,9 @@ class Platform:
         self._cond = threading.Condition()
         self._sub = threading.Event()
         self._on_connected = on_connected
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=protocol)
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id or f"platform-{next(_ids)}-{os.getpid()}",
+                             protocol=protocol, clean_session=False)
         self.c.on_message = self._on
         self.c.on_connect = self._connected
         self.c.on_subscribe = lambda *a: self._sub.set()
@@ -99,7 +100,14 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    yield from mosquitto()
+    # Persistent sessions: a real platform is the broker and misses nothing while it is
+    # down; here the platform is a client, so the broker keeps its subscriptions and
+    # queues for it across the outage (mosquitto saves them on SIGTERM).
+    if mosquitto_path() is None:
+        need("mosquitto is not installed (apt-get install mosquitto)")
+    b = start_mosquitto(persistence=True)
+    yield b
+    b.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DEVICE_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 PROFILE_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
-# Screen protocol profiles by name: the built-in one, and any that led_screen.py's
+# Screen protocol profiles by name: the built-in ones, and any that led_screen.py's
 # register_profile adds; here so that a config validates without the screen code.
-SCREEN_PROFILES: set[str] = {"smartpole-ascii-v1"}
+SCREEN_PROFILES: set[str] = {"smartpole-ascii-v1", "smartpole-utf8-v1"}
 
 ConnectorState = Literal[
     "Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edge_controller.peripherals.config import ModbusProfileConfig, PeripheralsConfig
 from edge_controller.peripherals.led_screen import AsciiV1
+from edge_controller.peripherals.screen_arbiter import ScreenWarningsConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "peripherals.md").read_text()
 
@@ -19,7 +20,10 @@ def toml_blocks() -> list[str]:
 
 def test_toml_examples_validate() -> None:
     blocks = toml_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
+    # The [screen_warnings] example is the defaults.
+    warn = tomllib.loads(blocks[2])["screen_warnings"]
+    assert ScreenWarningsConfig.model_validate(warn) == ScreenWarningsConfig()
     full = tomllib.loads(blocks[0])["peripherals"]
     cfg = PeripheralsConfig.model_validate(full)
     assert [d.kind for d in cfg.devices] == ["modbus_charger", "ocpp_charger", "led_screen"]

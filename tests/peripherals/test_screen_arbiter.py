@@ -122,3 +122,36 @@ def test_layout_wraps_words_and_breaks_cjk_between_characters() -> None:
 def test_config_rejects_empty_texts() -> None:
     with pytest.raises(ValueError):
         ScreenWarningsConfig(crossing_text=[])
+
+
+def test_an_extended_warning_or_a_resent_text_is_a_change() -> None:
+    a = arb(crossing_s=8.0)
+    a.changed(T0)
+    a.violation("z", T0 + 1)
+    first = a.changed(T0 + 1)
+    assert first is not None and first.until == T0 + 9
+    a.violation("z", T0 + 4)  # extended: the screen's display time must follow
+    ext = a.changed(T0 + 4)
+    assert ext is not None and ext.source == "crossing" and ext.until == T0 + 12
+    a.backend_text("News", 60, T0 + 5)
+    assert a.backend_pending(T0 + 5) and a.changed(T0 + 5) is None
+    back = a.changed(T0 + 12)
+    assert back is not None and back.source == "backend" and back.until == T0 + 65
+    assert not a.backend_pending(T0 + 12)
+
+
+def test_fog_has_no_end_and_a_warning_keeps_its_band_limit() -> None:
+    a = arb(fog_on_s=0.0)
+    a.visibility("<50", 0.9, T0)
+    cur = a.current(T0)
+    assert cur.source == "fog" and cur.until is None and "< 50 m" in cur.text
+    assert cur.colour == "red" and cur.brightness is None
+
+
+def test_empty_backend_text_clears_it_and_margin_must_be_below_hold() -> None:
+    a = arb()
+    a.backend_text("x", 60, T0)
+    a.backend_text("", 60, T0 + 1)
+    assert a.current(T0 + 1).source == "idle"
+    with pytest.raises(ValueError):
+        ScreenWarningsConfig(hold_s=5.0, refresh_margin_s=5.0)

@@ -8,7 +8,9 @@ from polesim.peripherals.screen import ScreenSim
 from edge_controller.peripherals.led_screen import (
     PROFILES,
     AsciiV1,
+    ScreenInfo,
     ScreenReject,
+    Utf8V1,
     describe_profiles,
     xor_checksum,
 )
@@ -65,3 +67,56 @@ def test_text_may_contain_the_checksum_delimiter() -> None:
 def test_registry() -> None:
     assert "smartpole-ascii-v1" in PROFILES and PROFILES["smartpole-ascii-v1"] is AsciiV1
     assert describe_profiles()["smartpole-ascii-v1"].startswith("`smartpole-ascii-v1`")
+
+
+U = Utf8V1()
+
+
+def test_ascii_v1_sends_one_line_and_no_brightness() -> None:
+    assert P.text_request("a\nb", 5, 90, "red") == AsciiV1.frame("TEXT 5 a b")
+    assert P.info_request() is None and P.clear_request() is None
+
+
+def test_utf8_v1_text_info_and_clear() -> None:
+    req = U.text_request("Red light\n红灯 请勿通行 \\", 8, 80, "red")
+    assert req == Utf8V1.frame("TEXT 8 80 red Red light\\n红灯 请勿通行 \\\\")
+    assert Utf8V1.unescape("Red light\\n红灯 \\\\") == "Red light\n红灯 \\"
+    assert U.text_request("x", 3) == Utf8V1.frame("TEXT 3 - - x")
+    assert U.clear_request() == Utf8V1.frame("CLEAR")
+    info = U.parse_info(Utf8V1.frame("INFO cols=24 rows=2 cjk=1 bri=1 colours=red,white "
+                                     "scroll=0"))
+    assert info == ScreenInfo(24, 2, True, True, ("red", "white"), False)
+    assert U.parse_info(Utf8V1.frame("INFO cols=8 rows=1 cjk=0 bri=0 colours=- scroll=1")
+                        ).colours == ()
+    for bad in ("INFO cols=24 rows=2", "INFO cols=0 rows=2 cjk=1 bri=1 colours=- scroll=0",
+                "INFO cols=a rows=2 cjk=1 bri=1 colours=- scroll=0", "STATUS on=1"):
+        with pytest.raises(ScreenReject):
+            U.parse_info(Utf8V1.frame(bad))
+
+
+def test_layout_and_glyphs() -> None:
+    i = ScreenInfo(8, 1, cjk=False)
+    assert i.showable("Red", "utf-8") and not i.showable("红灯", "utf-8")
+    assert ScreenInfo(8, 1, cjk=True).showable("红灯", "utf-8")
+    assert not i.showable("红灯", "ascii") and not ScreenInfo(8, 1, cjk=True).showable("é", "ascii")
+    assert i.layout("Red light: wait") == ["Red", "light:", "wait"]
+    assert ScreenInfo(8, 1, scroll=True).layout("Red light: wait") == ["Red light: wait"]
+
+
+def test_the_simulator_checks_fit_and_glyphs() -> None:
+    sim = ScreenSim(profile=Utf8V1.name, cols=4, rows=1, cjk=False)
+    assert U.parse_ack(sim.answer(U.text_request("红灯", 3)) or b"") == "charset"
+    assert U.parse_ack(sim.answer(U.text_request("wait!", 3)) or b"") == "too_long"
+    assert U.parse_ack(sim.answer(U.text_request("ab\ncd", 3)) or b"") == "too_long"
+    assert U.parse_ack(sim.answer(U.text_request("wait", 3, 40)) or b"") is None
+    assert sim.showing() == "wait" and sim.shown[-1].brightness == 40
+    assert U.parse_ack(sim.answer(U.clear_request()) or b"") is None
+    assert sim.showing() is None
+    cjk = ScreenSim(profile=Utf8V1.name, cols=4, rows=2)
+    assert U.parse_ack(cjk.answer(U.text_request("红灯\n请勿", 3)) or b"") is None
+    assert U.parse_ack(cjk.answer(U.text_request("红灯请", 3)) or b"") == "too_long"
+
+
+def test_registry_has_both() -> None:
+    assert PROFILES["smartpole-utf8-v1"] is Utf8V1
+    assert describe_profiles()["smartpole-utf8-v1"].startswith("`smartpole-utf8-v1`")

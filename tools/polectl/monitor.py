@@ -107,10 +107,19 @@ class FleetView:
                            str(ch.get("connector_state", "-")), _fmt(ch.get("power_w")),
                            _fmt(ch.get("session_energy_wh")),
                            (f"{'on' if sc.get('on') else 'off'} {sc.get('brightness', '')}% "
-                            f"{sc.get('content_id', '')}") if sc else "-")
+                            f"{sc.get('content_id', '')}{_shown(m.get('shown'))}")
+                           if sc else "-")
             parts.append(pt)
         parts.append(Text("\n".join(self.log) or "(waiting for messages)"))
         return Group(*parts)
+
+
+def _shown(sh: object) -> str:
+    """What the pole put on a screen (API 1.7 `shown`): source and the first line."""
+    if not isinstance(sh, dict) or not sh.get("source"):
+        return ""
+    first = str(sh.get("text") or "").split("\n")[0][:28]
+    return f" | {sh['source']}" + (f": {first}" if first else "")
 
 
 def _fmt(v: object) -> str:

@@ -159,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
                       f"{pole.controller_log_tail()}")
                 return 1
             if now >= next_sample:
-                s = {"t": now - t0, **proc_sample(pid), "reconnects": reconnects}
+                s = {"t": now - t0, **proc_sample(pid), "reconnects": reconnects,
+                     "queue_kb": sum(f.stat().st_size for f in work.glob("queue.sqlite3*"))
+                     / 1024}
                 s.update(probe_latest(pole.probe_out))
                 samples.append(s)
                 next_sample += args.sample_s
@@ -224,6 +226,7 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     print(f"work after warm-up: {frames:.0f} frames, {tracks:.0f} tracks, {recon:.0f} "
           f"reconnects in {hours * 60:.1f} min; CPU {cpu_pct:.1f} % of one core")
     for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("traced_bytes", "B"),
+                      ("queue_kb", "KB"), ("tracks_held", ""),
                       ("fds", ""), ("threads", ""), ("tasks", ""), ("loop_lag_ms", "ms")):
         if key not in warm[0]:
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -134,11 +135,16 @@ class ScreenService:
             ch = self.arbiter.changed(now)
             if ch is not None:
                 prev = self.shown
-                self.shown = ch
+                # Same content, new end (a warning extended, a text sent again): the
+                # screen gets the new display time and the status the new `until`, but
+                # it is not a new change for the event stream.
+                again = prev is not None and (prev.source, prev.text) == (ch.source, ch.text)
+                self.shown = ch if not again or prev is None else \
+                    dataclasses.replace(ch, since=prev.since)
                 self._pages = self._layout(ch)
                 self._page = 0
                 out = await self._send(now)
-                self._report(prev, out)
+                self._report(prev, out, event=not again)
                 return out
             if self.shown is not None and now >= self._next_send:
                 was = self.applied
@@ -203,15 +209,18 @@ class ScreenService:
             log.warning("screen %s: %s not shown: %s", self.device_id, sh.source, out.detail)
         return out
 
-    def _report(self, prev: Shown | None, out: CommandOutcome | None) -> None:
+    def _report(self, prev: Shown | None, out: CommandOutcome | None,
+                event: bool = True) -> None:
         sh = self.shown
         assert sh is not None
-        self.changes += 1
         body = {"source": sh.source, "reason": sh.reason, "text": sh.text,
                 "since": utc_iso(sh.since),
                 "until": None if sh.until is None else utc_iso(sh.until),
                 "applied": self.applied}
         self.hub.set_shown(self.device_id, body)  # status first, then the event
+        if not event:
+            return
+        self.changes += 1
         detail: dict[str, Any] = {
             "device_id": self.device_id, "kind": "led_screen", **body,
             "previous": None if prev is None else prev.source, "pages": len(self._pages),

@@ -192,3 +192,22 @@ async def test_a_refusing_screen_is_reported_and_tried_again() -> None:
             await until(lambda: sim.showing() is not None, 3, "the retry")
     finally:
         await sim.stop()
+
+
+async def test_an_extension_resends_the_display_time_without_a_new_event() -> None:
+    sim = await ScreenSim(profile=Utf8V1.name).start()
+    try:
+        async with served(sim, crossing_s=2.0) as (svc, cap):
+            await until(lambda: svc.adapter.info_from_device, what="INFO")
+            svc.on_event("violation", {"zone": "z"})
+            await until(lambda: sim.showing() == f"{EN}\n{ZH}", 2, "the warning")
+            first = (last_shown(cap) or {}).get("until")
+            n = len(sim.shown)
+            await asyncio.sleep(1.0)
+            svc.on_event("violation", {"zone": "z"})  # still up: extended
+            await until(lambda: len(sim.shown) > n, 2, "the new display time")
+            await until(lambda: (last_shown(cap) or {}).get("until") != first, 2, "until")
+            assert sim.shown[-1].seconds == 2
+            assert [c["source"] for c in changes(cap)].count("crossing") == 1
+    finally:
+        await sim.stop()

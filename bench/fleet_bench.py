@@ -147,7 +147,16 @@ def main() -> int:
                     help="seconds the consumer gets to drain after the fleet stops")
     ap.add_argument("--keep-going", action="store_true", help="try every N even after a fail")
     ap.add_argument("--json", action="store_true", help="one JSON object per step")
+    ap.add_argument("--profile-cpu", default="", metavar="PROFILES",
+                    help="also: CPU per message of these backend profiles (comma-separated, "
+                    "e.g. homeassistant) against native, 200 poles x 30 s each "
+                    "(bench/profile_cpu.py); with --n 0 only that")
     args = ap.parse_args()
+    if args.profile_cpu:
+        import profile_cpu
+        profile_cpu.report(profile_cpu.measure(200, 30.0, 1.0, args.profile_cpu.split(",")))
+        if args.n == "0":
+            return 0
     if args.duration is None:
         args.duration = 20.0 if args.quick else 300.0
     steps = ([int(x) for x in args.n.split(",")] if args.n else

@@ -139,7 +139,10 @@ class HomeAssistant:
             headers={"Authorization": f"Bearer {self.token}",
                      "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read() or b"null")
+            body = r.read()
+        if r.headers.get_content_type() != "application/json":
+            return body.decode()  # /api/template answers text
+        return json.loads(body or b"null")
 
     def wait_running(self, within_s: float) -> float:
         """Seconds until the REST API says RUNNING (the first start installs packages)."""

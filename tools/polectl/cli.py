@@ -158,13 +158,16 @@ def sim(
     audio_device: Annotated[str, typer.Option(help="ALSA device for warnings ('null' plays "
                                               "silently; 'default' for a sound card).")]
         = "null",
+    profile: Annotated[str | None, typer.Option(
+        help="A backend profile beside native ([mqtt] profiles, docs/backends.md), e.g. "
+        "homeassistant; the live view shows its messages too.")] = None,
 ) -> None:
     """Run a whole simulated pole (firmware on the MicroPython unix port, broker, controller)
     on a recorded clip, with a live view of what it publishes; exits when the clip ends."""
     from polectl.sim import run_sim
 
     code = run_sim(video=video, broker=broker, allow_apt=allow_apt, live=live, workdir=workdir,
-                   crossing=crossing, audio_device=audio_device)
+                   crossing=crossing, audio_device=audio_device, profile=profile)
     raise typer.Exit(code)
 
 

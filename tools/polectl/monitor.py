@@ -33,6 +33,12 @@ class FleetView:
     total: int = 0
 
     def apply(self, topic: str, payload: bytes) -> None:
+        if not topic.startswith(self.root + "/"):
+            # A backend profile's message (polectl sim --profile): shown as it went out.
+            self.total += 1
+            text = payload[:90].decode("utf-8", "replace")
+            self.log.append(f"{topic}: {text}" + ("..." if len(payload) > 90 else ""))
+            return
         parts = topic[len(self.root) + 1:].split("/")
         if len(parts) < 2:
             return
@@ -137,12 +143,16 @@ async def monitor(
     pole: str = "+",
     stop: asyncio.Event | None = None,
     live: bool = True,
+    extra_topics: tuple[str, ...] = (),
 ) -> FleetView:
-    """Show the fleet until `stop` is set (or forever); returns the final view."""
+    """Show the fleet until `stop` is set (or forever); returns the final view.
+    `extra_topics`: also show what arrives there (a backend profile's topics)."""
     view = FleetView(root)
     stop = stop or asyncio.Event()
     async with aiomqtt.Client(host, port, identifier=None) as client:
         await client.subscribe(f"{root}/{pole}/#", qos=1)
+        for t in extra_topics:
+            await client.subscribe(t, qos=1)
 
         async def consume() -> None:
             async for msg in client.messages:

@@ -20,11 +20,16 @@ from rich.console import Console
 
 from polectl.monitor import monitor
 
+# What the live view shows besides the native topics, per backend profile.
+PROFILE_TOPICS: dict[str, tuple[str, ...]] = {
+    "homeassistant": ("homeassistant/#", "smartpole/ha/#"),
+}
+
 
 # Long: broker, peers, pole and live view start and stop in one try/finally.
 def run_sim(
     video: Path | None, broker: str, allow_apt: bool, live: bool, workdir: Path,
-    crossing: bool = True, audio_device: str = "null",
+    crossing: bool = True, audio_device: str = "null", profile: str | None = None,
 ) -> int:
     """`make run`: a simulated pole plays a clip through its camera task, then exits."""
     console = Console()
@@ -50,6 +55,11 @@ def run_sim(
     overrides: dict[str, Any] = {**peers.overrides(refresh_s=5.0)}
     if crossing:
         overrides.update(demo_crossing(audio_device))
+    if profile is not None and profile != "native":
+        # The backend profile beside native; platform commands (HA's lamp and screen
+        # text) run unsigned only for the limited set (docs/backends.md).
+        overrides["mqtt"] = {"profiles": ["native", profile],
+                             profile: {"accept_unsigned": "limited"}}
     pole = SimPole(workdir, url, video=video, overrides=overrides)
     host, port = url.split("://")[1].split(":")
     try:
@@ -70,7 +80,8 @@ def run_sim(
 
             waiter = asyncio.create_task(wait_controller())
             story = asyncio.create_task(scenario(pole, host, int(port)))
-            view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live)
+            view = await monitor(host, int(port), pole=pole.pole_id, stop=stop, live=live,
+                                 extra_topics=PROFILE_TOPICS.get(profile or "native", ()))
             await waiter
             story.cancel()
             return view

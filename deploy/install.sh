@@ -11,7 +11,8 @@
 #                      gets `smartpole` alone, never the [installer] or [sim] extras
 #   --source DIR       install from a source tree instead (needs PyPI access)
 #   --bundle DIR       the pole's bundle from `polectl provision` (pole.toml, pole.key,
-#                      pole.crt, ca.pem, identity.json) -> /etc/smartpole
+#                      pole.crt, ca.pem, commands.pub, identity.json) -> /etc/smartpole,
+#                      root:SERVICE_USER 0640 (the folder 0750)
 #   --force-config     replace an existing /etc/smartpole/pole.toml (default: keep it)
 #   --no-start         enable the service but do not (re)start it
 #
@@ -123,10 +124,18 @@ if [ -n "$BUNDLE" ]; then
   else
     install -m 0640 "$BUNDLE/pole.toml" "$D$CONFDIR/pole.toml"
   fi
-  for f in pole.key pole.crt ca.pem identity.json pole.csr; do
-    if [ -f "$BUNDLE/$f" ]; then install -m 0640 "$BUNDLE/$f" "$D$CONFDIR/$f"; fi
+  # Every file the controller reads is root:$SERVICE_USER: the service user reads them
+  # (0640, the private key too), only root changes them. Before, pole.crt and ca.pem stayed
+  # root:root 0640 and the service could not open them.
+  installed=("$CONFDIR/pole.toml")
+  for f in pole.key pole.crt ca.pem commands.pub identity.json pole.csr; do
+    if [ -f "$BUNDLE/$f" ]; then
+      install -m 0640 "$BUNDLE/$f" "$D$CONFDIR/$f"
+      installed+=("$CONFDIR/$f")
+    fi
   done
-  system chown "root:$SERVICE_USER" "$CONFDIR/pole.toml" "$CONFDIR/pole.key"
+  chmod 0640 "$D$CONFDIR/pole.toml"
+  system chown "root:$SERVICE_USER" "${installed[@]}"
 fi
 [ -f "$D$CONFDIR/pole.toml" ] || \
   die "no $CONFDIR/pole.toml: provision the pole (polectl provision) and pass --bundle"

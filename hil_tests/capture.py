@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from polesim.signing import KEYS
 
 
 @dataclass
@@ -55,7 +56,14 @@ class Capture:
             self.msgs.append(Msg(m.topic, bytes(m.payload), bool(m.retain), time.monotonic()))
             self._cond.notify_all()
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> float:
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
+                sign: bool = True) -> float:
+        """Publish; a command to a simulated pole that requires signatures is signed with
+        its test key (polesim.signing) unless `sign` is False or it is not a command."""
+        parts = topic.split("/")
+        key = KEYS.get(parts[-2]) if len(parts) >= 2 and parts[-1] == "cmd" else None
+        if sign and key is not None:
+            payload = key.sign_payload(payload, parts[-2])
         t = time.monotonic()
         self._client.publish(topic, payload, qos=qos).wait_for_publish(5)
         return t

@@ -97,6 +97,9 @@ def make_pole(target: Target, broker: Broker, build: Path, workdir: Path,
         p = RigPole(workdir, broker.url, target.port, overrides)
     else:
         p = SimPole(workdir, broker.url, overrides=overrides, build_dir=build)
+    # Like a provisioned pole: commands must be signed; Capture.publish signs a test's
+    # commands with this pole's test key (polesim.signing).
+    p.signed = True
     p.pole_id = pole_id
     return p.start()
 

@@ -266,7 +266,8 @@ def test_provision_pins_the_update_key(keys: Keys, tmp_path: Path) -> None:
     papp = typer.Typer()
     papp.command()(provision_command)
     res = runner.invoke(papp, ["pole-0042", "--broker", "mqtt://127.0.0.1:1883", "--out",
-                               str(tmp_path), "--update-key", str(keys.public)])
+                               str(tmp_path), "--update-key", str(keys.public),
+                               "--unsigned-commands"])  # no city command key here
     assert res.exit_code == 0, res.output
     cfg = tmp_path / "pole-0042" / "pole.toml"
     raw = signing.load_public(keys.public).public_bytes_raw().hex()

@@ -180,7 +180,7 @@ def _register_installer_commands() -> None:
     from polectl.fleet.cli import fleet_sim_command, ingest_command
 
     app.command("flash")(flash.flash_command)
-    app.command("provision")(provision.provision_command)
+    app.add_typer(provision.provision_app, name="provision")
     app.command("commission")(commission_command)
     app.command("calibrate")(calibrate.calibrate_command)
     app.command("fleet-sim")(fleet_sim_command)

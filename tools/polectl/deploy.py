@@ -409,8 +409,23 @@ def keygen(
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
 ) -> None:
     """Create an Ed25519 signing key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from polectl.keyfile import PRIVATE, PUBLIC, write_file
+
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key()
     try:
-        pub = signing.generate(private, public, force=force)
+        # O_EXCL|O_NOFOLLOW, 0600 set on the descriptor: an old 0644 file is replaced by a
+        # new 0600 one (--force), a planted symlink is never written through.
+        private.parent.mkdir(parents=True, exist_ok=True)
+        write_file(private, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()), PRIVATE, exclusive=not force)
+        write_file(public or private.with_suffix(".pub"), pub.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+            PUBLIC, exclusive=not force)
     except FileExistsError as e:
         err.print(f"[red]refused[/]: {e}")
         raise typer.Exit(1) from None

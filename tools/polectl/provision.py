@@ -12,6 +12,7 @@ writes `<out>/<pole_id>/`:
 | `pole.csr` | certificate signing request (CN = pole id) for the city's PKI |
 | `pole.crt` | client certificate, when a local test CA (`--test-ca DIR`) signed the CSR |
 | `ca.pem` | the CA that signs the broker's certificate (`--ca-cert`, or the test CA) |
+| `commands.pub` | the city's command-signing public key (`--command-key`, or the test CA's) |
 | `pole.toml` | the pole's config, from a template, validated like the controller does |
 | `identity.json` | id, location, key type, public-key fingerprint, certificate facts |
 
@@ -28,7 +29,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import string
 import tomllib
@@ -37,15 +37,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+import typer.core
 from rich.console import Console
 
 from edge_controller.config import POLE_ID_RE, ConfigError, parse
+from polectl.keyfile import PRIVATE, PUBLIC, write_file
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 KeyType = Literal["ec-p256", "ed25519"]
-BUNDLE_FILES = ("pole.key", "pole.csr", "pole.crt", "ca.pem", "pole.toml", "identity.json")
+BUNDLE_FILES = ("pole.key", "pole.csr", "pole.crt", "ca.pem", "commands.pub", "pole.toml",
+                "identity.json")
 
 DEFAULT_TEMPLATE = """\
 # Pole ${pole_id}: written by `polectl provision` on ${created}.
@@ -62,7 +65,7 @@ port = "${link_port}"
 url = "${broker_url}"
 ${tls}
 [camera]
-${camera}${update}"""
+${camera}${update}${commands}"""
 
 
 class ProvisionError(Exception):
@@ -133,6 +136,47 @@ class LocalCA:
     def cert_path(self) -> Path:
         return self.directory / "ca.pem"
 
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def revoked(self) -> list[dict[str, Any]]:
+        p = self.directory / "revoked.json"
+        return list(json.loads(p.read_text())) if p.exists() else []
+
+    def write_crl(self, revoked: list[dict[str, Any]], days: int = 30) -> Path:
+        """The CA-signed list of revoked serials (mosquitto `crlfile`), valid `days`."""
+        x509 = _crypto()
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        now = dt.datetime.now(dt.UTC)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+             .last_update(now - dt.timedelta(minutes=5))
+             .next_update(now + dt.timedelta(days=days)))
+        for r in revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(r["serial"], 16))
+                .revocation_date(dt.datetime.fromisoformat(r["at"].replace("Z", "+00:00")))
+                .build())
+        crl = b.sign(self.key, hashes.SHA256())
+        _write(self.directory / "revoked.json", json.dumps(revoked, indent=1).encode() + b"\n")
+        _write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        return self.crl_path
+
+    def test_command_key(self) -> bytes:
+        """The lab's command-signing key pair in this folder (commands.key, 0600, and
+        commands.pub), created once; returns the public PEM. Labs only."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        kp, pp = self.directory / "commands.key", self.directory / "commands.pub"
+        if not pp.exists():
+            key = ed25519.Ed25519PrivateKey.generate()
+            _write(kp, key_pem(key), private=True)
+            _write(pp, key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return pp.read_bytes()
+
     @staticmethod
     def load_or_create(directory: Path) -> tuple[LocalCA, bool]:
         x509 = _crypto()
@@ -169,8 +213,10 @@ class LocalCA:
                 .sign(key, _hash_for(key)))
         directory.mkdir(parents=True, exist_ok=True)
         _write(kp, key_pem(key), private=True)
-        cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return LocalCA(key, cert, directory), True
+        _write(cp, cert.public_bytes(serialization.Encoding.PEM))
+        ca = LocalCA(key, cert, directory)
+        ca.write_crl([])  # the broker's crlfile must exist: an empty, CA-signed list
+        return ca, True
 
     def sign(self, csr: Any, days: int, server_names: list[str] | None = None) -> Any:
         """A client certificate for `csr` (or a server one with `server_names` as SANs)."""
@@ -217,16 +263,37 @@ class LocalCA:
         out_dir.mkdir(parents=True, exist_ok=True)
         kp, cp = out_dir / "server.key", out_dir / "server.crt"
         _write(kp, key_pem(key), private=True)
-        cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write(cp, cert.public_bytes(serialization.Encoding.PEM))
         return cp, kp
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    # O_EXCL|O_NOFOLLOW temp file, mode set on the descriptor, renamed over `path`:
+    # a planted symlink is never written through and an old 0644 key never stays 0644.
+    write_file(path, data, PRIVATE if private else PUBLIC)
+
+
+def load_command_key(path: Path) -> bytes:
+    """The city's command-signing public key (Ed25519, PEM), as the pole will load it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        pem = path.read_bytes()
+        key = load_pem_public_key(pem)
+    except (OSError, ValueError) as e:
+        raise ProvisionError(f"--command-key {path}: not a readable PEM public key ({e})"
+                             ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ProvisionError(f"--command-key {path}: commands are signed with Ed25519; this "
+                             f"is a {type(key).__name__}")
+    return pem
+
+
+def _pub_fingerprint(pem: bytes) -> str:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return fingerprint(load_pem_public_key(pem))
 
 
 def _toml_str(s: str) -> str:
@@ -247,6 +314,7 @@ class Identity:
     org: str = "smartpole"
     cert_days: int = 825
     update_key: str | None = None  # the city's update key, 64 hex digits (pinned)
+    signed_commands: bool = True  # [commands] with commands.pub and require_signature
 
 
 def render_config(ident: Identity, template: str | None, with_cert: bool, with_ca: bool,
@@ -271,8 +339,12 @@ def render_config(ident: Identity, template: str | None, with_cert: bool, with_c
     # bundle with it and no other (docs/security.md).
     update = (f"\n[update]\npublic_key = {_toml_str(ident.update_key)}\n"
               if ident.update_key else "")
+    # Commands: signed by the city's key, required (docs/security.md, "Commands").
+    commands = (f"\n[commands]\npublic_key = {_toml_str(d + '/commands.pub')}\n"
+                "require_signature = true\n" if ident.signed_commands else "")
     values = {
         "update": update, "update_public_key": ident.update_key or "",
+        "commands": commands, "commands_public_key": f"{d}/commands.pub",
         "pole_id": ident.pole_id, "created": created, "location": location,
         "timezone": ident.timezone, "link_port": ident.link_port,
         "broker_url": ident.broker_url, "tls": tls_lines, "camera": camera,
@@ -285,6 +357,8 @@ def render_config(ident: Identity, template: str | None, with_cert: bool, with_c
     text = template if template is not None else DEFAULT_TEMPLATE
     if update and "${update" not in text:
         text += "${update}"  # a custom template that predates the key still pins it
+    if commands and "${commands" not in text and "[commands]" not in text:
+        text += "${commands}"  # nor does an older template leave commands unsigned
     tpl = string.Template(text)
     try:
         return tpl.substitute(values)
@@ -298,8 +372,11 @@ def render_config(ident: Identity, template: str | None, with_cert: bool, with_c
 
 def provision(ident: Identity, out_dir: Path, *, test_ca: Path | None = None,
               ca_cert: Path | None = None, template: Path | None = None,
-              force: bool = False) -> dict[str, Any]:
-    """Write the bundle; returns what `--json` prints."""
+              force: bool = False, command_key: Path | None = None) -> dict[str, Any]:
+    """Write the bundle; returns what `--json` prints.
+
+    `command_key`: the city's command-signing public key (PEM). Without it, a test CA's
+    own test command key (labs); with neither, `ident.signed_commands` must be False."""
     if not re.fullmatch(POLE_ID_RE, ident.pole_id):
         raise ProvisionError(f"pole id {ident.pole_id!r}: use 1-63 lowercase letters, digits "
                              "and '-', not starting with '-' (e.g. pole-0042)")
@@ -330,11 +407,16 @@ def provision(ident: Identity, out_dir: Path, *, test_ca: Path | None = None,
         except (OSError, ValueError) as e:
             raise ProvisionError(f"--ca-cert {ca_cert}: not a readable PEM certificate ({e})"
                                  ) from None
+    cmd_pub: bytes | None = None
+    if command_key is not None:
+        cmd_pub = load_command_key(command_key)
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ca: LocalCA | None = None
     ca_created = False
     if test_ca is not None:
         ca, ca_created = LocalCA.load_or_create(test_ca)
+        if cmd_pub is None and ident.signed_commands:
+            cmd_pub = ca.test_command_key()
     text = render_config(ident, tpl_text, with_cert=ca is not None,
                          with_ca=ca is not None or ca_pem is not None, created=created)
     try:
@@ -346,6 +428,11 @@ def provision(ident: Identity, out_dir: Path, *, test_ca: Path | None = None,
             f"  {k}: {r}" for k, r in e.problems)) from None
     if cfg.pole.id != ident.pole_id:
         raise ProvisionError(f"the template sets pole.id = {cfg.pole.id!r}; use ${{pole_id}}")
+    if cmd_pub is None and ident.signed_commands and test_ca is None:
+        raise ProvisionError(
+            "give --command-key city-commands.pub (the public half of the Ed25519 key your "
+            "backend signs commands with): a provisioned pole runs signed commands only. For "
+            "a lab pole that runs anyone's commands pass --unsigned-commands instead.")
 
     from cryptography.hazmat.primitives import serialization
 
@@ -367,6 +454,8 @@ def provision(ident: Identity, out_dir: Path, *, test_ca: Path | None = None,
                      "subject": cert.subject.rfc4514_string()}
     elif ca_pem is not None:
         _write(bundle / "ca.pem", ca_pem)
+    if cmd_pub is not None:
+        _write(bundle / "commands.pub", cmd_pub)
     _write(bundle / "pole.toml", text.encode())
     ident_doc = {
         "pole_id": ident.pole_id, "created": created,
@@ -376,6 +465,8 @@ def provision(ident: Identity, out_dir: Path, *, test_ca: Path | None = None,
         "public_key_fingerprint": fingerprint(key.public_key()),
         "certificate": cert_info, "test_ca": str(test_ca) if test_ca else None,
         "install_dir": ident.install_dir,
+        "commands": ({"require_signature": True, "key_fingerprint": _pub_fingerprint(cmd_pub)}
+                     if cmd_pub is not None else {"require_signature": False}),
     }
     _write(bundle / "identity.json", json.dumps(ident_doc, indent=1).encode() + b"\n")
     files = {f: str(bundle / f) for f in BUNDLE_FILES if (bundle / f).exists()}
@@ -419,13 +510,21 @@ def provision_command(
     update_key: Annotated[str | None, typer.Option(
         help="The city's firmware-update public key (PEM file or 64 hex digits), pinned in "
         "pole.toml as [update] public_key.")] = None,
+    command_key: Annotated[Path | None, typer.Option(
+        help="The city's command-signing public key (Ed25519 PEM): copied into the bundle "
+        "as commands.pub; the pole runs only commands signed with it. With --test-ca and "
+        "without this, the test CA folder's own test key (commands.key/.pub).")] = None,
+    unsigned_commands: Annotated[bool, typer.Option(
+        "--unsigned-commands", help="A lab pole that runs anyone's commands (no [commands] "
+        "section; the pole warns at every start). Never for a street pole.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (new "
                                         "key: any certificate issued for the old one stops "
                                         "matching).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create a pole's identity (key pair, CSR or a test-CA certificate, broker URL,
-    location) and its config bundle; refuses to overwrite one without --force."""
+    location, the city's command key) and its config bundle; refuses to overwrite one
+    without --force. `polectl provision revoke POLE` revokes a pole's certificate."""
     if key_type not in ("ec-p256", "ed25519"):
         err.print(f"[red]--key-type[/] {key_type!r}: use ec-p256 or ed25519")
         raise typer.Exit(2)
@@ -444,11 +543,15 @@ def provision_command(
         except (OSError, ValueError) as e:
             err.print(f"[red]--update-key[/] {update_key}: {e}")
             raise typer.Exit(2) from None
+    if unsigned_commands and command_key is not None:
+        err.print("[red]--unsigned-commands[/] and --command-key exclude each other")
+        raise typer.Exit(2)
     ident = Identity(pole_id, broker, lat, lon, tz, link_port, camera, install_dir,
-                     key_type, org, days, pinned)  # type: ignore[arg-type]
+                     key_type, org, days, pinned,  # type: ignore[arg-type]
+                     signed_commands=not unsigned_commands)
     try:
         res = provision(ident, out_dir, test_ca=test_ca, ca_cert=ca_cert, template=template,
-                        force=force)
+                        force=force, command_key=command_key)
     except ProvisionError as e:
         if as_json:
             out.print_json(json.dumps({"ok": False, "error": str(e)}))
@@ -470,3 +573,87 @@ def provision_command(
     else:
         out.print(f"next: send {res['files']['pole.csr']} to the city PKI and put the "
                   "certificate it returns next to it as pole.crt")
+
+
+# ---- revocation ---------------------------------------------------------------------------
+
+
+def revoke(pole_id: str, ca_dir: Path, out_dir: Path, serial: str | None = None,
+           reason: str = "") -> dict[str, Any]:
+    """Add the pole's certificate to the CA folder's revocation list and rewrite crl.pem."""
+    x509 = _crypto()
+    ca = LocalCA.load_or_create(ca_dir)[0] if (ca_dir / "ca.key").exists() else None
+    if ca is None:
+        raise ProvisionError(f"{ca_dir}: no ca.key/ca.pem; point --ca at the CA folder that "
+                             "issued the pole's certificate")
+    if serial is None:
+        crt = out_dir / pole_id / "pole.crt"
+        try:
+            cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ProvisionError(f"{crt}: no readable certificate ({e}); give --serial HEX "
+                                 "(the certificate's serial number)") from None
+        serial = f"{cert.serial_number:x}"
+    try:
+        int(serial, 16)
+    except ValueError:
+        raise ProvisionError(f"--serial {serial!r}: a hexadecimal serial number") from None
+    revoked = ca.revoked()
+    if any(int(r["serial"], 16) == int(serial, 16) for r in revoked):
+        return {"ok": True, "pole_id": pole_id, "serial": serial, "already": True,
+                "crl": str(ca.crl_path), "revoked": len(revoked)}
+    revoked.append({"serial": serial, "pole_id": pole_id, "reason": reason,
+                    "at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    crl = ca.write_crl(revoked)
+    return {"ok": True, "pole_id": pole_id, "serial": serial, "already": False,
+            "crl": str(crl), "revoked": len(revoked)}
+
+
+def revoke_command(
+    pole_id: Annotated[str, typer.Argument(help="The pole whose certificate to revoke.")],
+    ca: Annotated[Path, typer.Option(help="The CA folder (ca.key, ca.pem) that issued it; "
+                                     "its crl.pem is rewritten.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundles folder: the serial is read "
+                                          "from OUT/<pole_id>/pole.crt.")] = Path("bundles"),
+    serial: Annotated[str | None, typer.Option(help="The certificate's serial (hex), when "
+                                               "its bundle is not at hand.")] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the record (revoked.json).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Revoke a pole's certificate: add it to the CA's CRL (crl.pem), which the broker
+    reads (`crlfile`); copy it there and reload mosquitto (SIGHUP)."""
+    try:
+        res = revoke(pole_id, ca, out_dir, serial, reason)
+    except ProvisionError as e:
+        if as_json:
+            out.print_json(json.dumps({"ok": False, "error": str(e)}))
+        else:
+            err.print(f"[red]revoke {pole_id}[/]: {e}")
+        raise typer.Exit(2) from None
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    word = "was already revoked" if res["already"] else "revoked"
+    out.print(f"[green]OK[/] {pole_id} (serial {res['serial']}) {word}; {res['crl']} lists "
+              f"{res['revoked']} certificate(s)")
+    out.print("next: install it as the broker's crlfile (/etc/mosquitto/smartpole/crl.pem) "
+              "and reload: systemctl reload mosquitto (or kill -HUP); also remove the pole's "
+              "city key trust if the pole itself is lost (docs/security.md)")
+
+
+class _DefaultCreate(typer.core.TyperGroup):
+    """`polectl provision POLE ...` creates a bundle; `polectl provision revoke POLE` revokes.
+    (So a pole cannot be called "revoke".)"""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["new", *args]
+        return super().parse_args(ctx, args)
+
+
+provision_app = typer.Typer(cls=_DefaultCreate, no_args_is_help=True,
+                            help="Create a pole's bundle (`polectl provision POLE --broker "
+                            "URL ...`), or revoke its certificate (`polectl provision revoke "
+                            "POLE --ca DIR`).")
+provision_app.command("new")(provision_command)
+provision_app.command("revoke")(revoke_command)

@@ -1,10 +1,12 @@
 """A broker for the simulated pole and the HIL tests: real mosquitto when it can, amqtt otherwise.
 
 `start_broker("auto")` prefers mosquitto (on a free loopback port, its own
-config, no persistence); with `allow_apt` and root it installs mosquitto
+config, no persistence, the shipped config's queue limits: 10,000 messages per
+client, no byte limit); with `allow_apt` and root it installs mosquitto
 through apt-get first; failing both it runs the embedded amqtt broker (MQTT
 3.1.1 only, which also exercises the controller's fallback from MQTT 5) in a
-child process.
+child process. amqtt has no per-client queue limit: it queues without bound, in
+memory (docs/mqtt.md, broker settings).
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ def start_mosquitto(port: int | None = None, extra_conf: str = "",
         + (f"persistence true\npersistence_location {work}/\nautosave_interval 1\n"
            if persistence else "persistence false\n") +
         "set_tcp_nodelay true\n"
+        # As deploy/mosquitto/smartpole.conf: a burst of commands is queued for the pole,
+        # not dropped (the default of 1,000 lost 580 of a 2,000-command burst).
+        "max_queued_messages 10000\nmax_queued_bytes 0\n"
         f"log_dest file {log}\n"
         "log_type error\nlog_type warning\nlog_type notice\n"
         "log_timestamp true\n" + extra_conf

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from polesim.firmware import DEFAULT_BUILD, SimFirmware
+from polesim.signing import KEYS, TestCityKey
 from polesim.tomlwrite import render_toml
 from polesim.wire import PtyWire
 
@@ -56,8 +57,15 @@ class SimPole:
         video: Path | None = None,
         overrides: dict[str, Any] | None = None,
         build_dir: Path = DEFAULT_BUILD,
+        signed: bool = False,
     ) -> None:
+        """`signed`: the pole requires commands signed by `city_key`, a test key made
+        here, like a provisioned pole (`make run` and the HIL harness); False leaves it
+        permissive, as a lab pole without a [commands] section (it warns at start and
+        says command_signatures "off" in birth). A `commands` override wins."""
         self.workdir = workdir
+        self.city_key = TestCityKey()
+        self.signed = signed
         self.broker_url = broker_url
         self.pole_id = pole_id
         self.video = video
@@ -85,6 +93,10 @@ class SimPole:
             "camera": ({"enabled": True, "source": f"file:{self.video}", "on_end": "exit"}
                        if self.video else {"enabled": False}),
         }
+        if self.signed:
+            KEYS[self.pole_id] = self.city_key  # hil_tests' Capture signs with it
+            pub = self.city_key.write_public(self.workdir / "city-test-key.pub")
+            sections["commands"] = {"public_key": str(pub), "require_signature": True}
         for sec, kv in self.overrides.items():
             if isinstance(kv, dict):
                 sections.setdefault(sec, {}).update(kv)
@@ -168,5 +180,6 @@ async def scenario(pole: SimPole, host: str, port: int) -> None:
             if kind == "panel":
                 await asyncio.to_thread(fw.panel.set, **what)
             else:
-                cmd = {"id": f"demo-{i}", "issued_at": utc_iso(), "body": what}
+                cmd = pole.city_key.sign({"id": f"demo-{i}", "issued_at": utc_iso(),
+                                          "body": what}, pole.pole_id)
                 await backend.publish(topic, json.dumps(cmd), qos=1)

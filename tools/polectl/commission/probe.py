@@ -89,6 +89,7 @@ class PoleLink:
         if self.signer is not None:
             from edge_controller.uplink.trust import signed_bytes
 
+            env["pole_id"] = self.base.rsplit("/", 1)[-1]  # signed: bound to this pole (1.8.0)
             env["sig"] = base64.b64encode(self.signer(signed_bytes(env))).decode()
         await self.client.publish(f"{self.base}/cmd", json.dumps(env), qos=1)
         res = await self.wait_for("cmd/result", lambda m: m.get("id") == cid, within_s, t)

@@ -32,7 +32,7 @@ from edge_controller.crossing.signal import (
     PushedSignal,
     SignalState,
 )
-from edge_controller.crossing.tracker import Track, Tracker, iou_matrix
+from edge_controller.crossing.tracker import Track, Tracker, TrackerParams, iou_matrix
 from edge_controller.crossing.zones import Presence, Zone
 
 SQUARE = Zone("road", "crosswalk", ((100, 100), (300, 100), (300, 300), (100, 300)))
@@ -426,3 +426,24 @@ def test_anonymise_coarsens_people_the_detector_missed() -> None:
     img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
     out = anonymise(img, np.zeros((0, 5)))  # no detections at all
     assert _sharp(out) < 0.2 * _sharp(img)
+
+
+def test_tracker_memory_is_bounded_by_the_people_in_view() -> None:
+    """1,000 people walk through one after another: the tracker holds only the few in
+    view or recently lost, never a record per person it has seen."""
+    tr = Tracker()
+    tr.update(0.0, np.zeros((0, 5)), np.full((400, 600, 3), 90, np.uint8))  # scene size
+    t = 0.1
+    held = []
+    for person in range(1_000):
+        x0 = 40 + (person % 7) * 60
+        for f in range(4):  # 4 frames in view, then gone for good
+            tr.update(t, np.array([[x0 + 5 * f, 100, x0 + 30 + 5 * f, 200, 0.9]]))
+            t += 0.1
+        t += 0.2
+        held.append(len(tr.ids))
+    assert tr._next_id > 500  # it did see a stream of people
+    # A track lost inside the scene is kept reid_max_s (5 s); one person every 0.6 s.
+    bound = int(TrackerParams().reid_max_s / 0.6) + 2
+    assert max(held) <= bound, (max(held), bound)
+    assert len(tr.x) == len(tr.P) == len(tr.feat) == len(tr.ids)

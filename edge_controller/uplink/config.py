@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -29,7 +30,15 @@ class MqttConfig(_Section):
         None, description="MQTT client id; defaults to 'smartpole-<pole id>'."
     )
     username: str | None = Field(None, description="Broker user name, if the broker wants one.")
-    password: str | None = Field(None, description="Broker password, if the broker wants one.")
+    password: str | None = Field(
+        None, description="Broker password written in the config file (discouraged: prefer "
+        "password_file or password_env; `polectl config check` warns).")
+    password_file: Path | None = Field(
+        None, description="File whose first line is the broker password (keep it "
+        "root:smartpole 0640); read at each connect, so a rotated password needs no restart.")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the broker password (e.g. from "
+        "systemd's EnvironmentFile= or LoadCredential=); read at each connect.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
     timeout_s: float = Field(
         10.0, gt=0, le=120,
@@ -77,6 +86,31 @@ class MqttConfig(_Section):
         except ValueError as e:
             raise ValueError(f"bad port: {e}") from None
         return v
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        given = [k for k in ("password", "password_file", "password_env") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one of {', '.join(given)}")
+        return self
+
+    def secret(self) -> str | None:
+        """The broker password, from wherever the config says (never logged).
+
+        A file or variable that is missing is an error at connect (OSError/KeyError
+        message names it, not its content)."""
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as e:
+                raise OSError(f"mqtt.password_file {self.password_file}: {e.strerror}") from None
+            return text.splitlines()[0] if text else ""
+        if self.password_env is not None:
+            val = os.environ.get(self.password_env)
+            if val is None:
+                raise OSError(f"mqtt.password_env: ${self.password_env} is not set")
+            return val
+        return self.password
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:

@@ -191,7 +191,7 @@ class Uplink:
             cfg.port,
             identifier=cfg.client_id or f"smartpole-{self.topics.pole_id}",
             username=cfg.username,
-            password=cfg.password,
+            password=cfg.secret(),  # password, password_file or password_env
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=will,
             keepalive=cfg.keepalive_s,

@@ -194,7 +194,11 @@ def test_check_good_file_json(tmp_path: Path) -> None:
     p.write_text(GOOD_TOML)
     r = runner.invoke(app, ["config", "check", "--json", str(p)])
     assert r.exit_code == 0
-    assert json.loads(r.stdout) == {"ok": True, "file": str(p), "pole_id": "pole-0042"}
+    doc = json.loads(r.stdout)
+    assert {k: doc[k] for k in ("ok", "file", "pole_id")} == \
+        {"ok": True, "file": str(p), "pole_id": "pole-0042"}
+    # Valid but permissive (issue 17): unsigned commands are warned about, not refused.
+    assert "commands.require_signature" in {w["key"] for w in doc["warnings"]}
 
 
 def test_check_bad_file_exits_2_and_names_the_key(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     ca_key = _key()
     ca = _cert("smartpole test CA", ca_key, _name("smartpole test CA"), ca_key, ca=True)
     (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for cn in ("server", "pole-a", "pole-b", "city-backend"):
+    for cn in ("server", "pole-a", "pole-b", "city-backend", "signal-feed"):
         k = _key()
         _write(d, cn, _cert(cn, k, ca.subject, ca_key, san="localhost" if cn == "server"
                             else None), k)
@@ -265,3 +265,30 @@ def test_controller_uplink_over_tls_counts_refused_publishes(
     assert up.refused == 1 and up.published >= 2
     events = [json.loads(p)["event"] for t, p in got if t.endswith("/events")]
     assert events == ["door_opened", "door_closed"]
+
+
+def test_only_the_signal_feed_identity_writes_a_poles_signal_topic(
+    tls_broker: tuple[int, Path]
+) -> None:
+    # Before: the signal feed (audio warnings) was unauthenticated; the backend identity
+    # could write it too. Now only the signal-feed certificate can, and the pole reads
+    # only its own.
+    port, d = tls_broker
+    got: list[tuple[str, bytes]] = []
+    pole = _client(port, d, "pole-a", got)
+    ready = threading.Event()
+    pole.on_subscribe = lambda *a: ready.set()
+    pole.subscribe("smartpole/v1/pole-a/signal", qos=1)
+    assert ready.wait(5)
+    senders = {who: _client(port, d, who) for who in ("city-backend", "pole-b", "signal-feed")}
+    try:
+        time.sleep(0.3)
+        for who, c in senders.items():
+            c.publish("smartpole/v1/pole-a/signal", json.dumps({"from": who}).encode(),
+                      qos=1).wait_for_publish(5)
+        time.sleep(1.0)
+    finally:
+        for c in (*senders.values(), pole):
+            c.loop_stop()
+            c.disconnect()
+    assert [json.loads(p)["from"] for _, p in got] == ["signal-feed"]

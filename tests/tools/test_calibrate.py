@@ -83,13 +83,19 @@ def setup(tmp_path: Path) -> Iterator[tuple[CalibrationServer, Path]]:
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), grab_frame(f"file:{SAMPLE_VIDEO}"))
     server = CalibrationServer(open_session(cfg, image=still), port=0).start()
+    TOKEN.clear()
+    TOKEN["X-Calibrate-Token"] = server.token
     yield server, cfg
     server.stop()
 
 
-def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url + "api/save", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+TOKEN: dict[str, str] = {}
+
+
+def _post(url: str, body: Any, headers: dict[str, str] | None = None
+          ) -> tuple[int, dict[str, Any]]:
+    h = {"Content-Type": "application/json", **TOKEN} if headers is None else headers
+    req = urllib.request.Request(url + "api/save", json.dumps(body).encode(), h)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -97,10 +103,14 @@ def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
         return e.code, json.loads(e.read())
 
 
+def _get(url: str) -> Any:
+    return urllib.request.urlopen(urllib.request.Request(url, headers=TOKEN), timeout=10)
+
+
 def test_save_api_validates_before_writing(setup: tuple[CalibrationServer, Path]) -> None:
     server, cfg = setup
     before = cfg.read_text()
-    with urllib.request.urlopen(server.url + "api/state", timeout=10) as r:
+    with _get(server.url + "api/state") as r:
         state = json.loads(r.read())
     assert state["frame"] == {"width": 768, "height": 576}
     assert state["zones"][0]["name"] == "mid-road"
@@ -112,7 +122,7 @@ def test_save_api_validates_before_writing(setup: tuple[CalibrationServer, Path]
     assert code == 400 and ans["problems"][0]["key"].startswith("zones.0.name")
     assert cfg.read_text() == before  # nothing written
     # The snapshot is the anonymised frame, never the raw one.
-    with urllib.request.urlopen(server.url + "snapshot.jpg", timeout=10) as r:
+    with _get(server.url + "snapshot.jpg") as r:
         assert r.headers["Content-Type"] == "image/jpeg" and len(r.read()) > 1000
 
 
@@ -136,7 +146,7 @@ def test_calibration_page_in_headless_chromium(setup: tuple[CalibrationServer, P
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
-        drv.get(server.url)
+        drv.get(server.page_url)
         WebDriverWait(drv, 20).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
         assert drv.find_element(By.ID, "title").text == "Calibrate pole-0042"
@@ -193,3 +203,32 @@ def test_calibration_page_in_headless_chromium(setup: tuple[CalibrationServer, P
 
 def test_calibration_table_is_known_or_absent() -> None:
     assert calibration_table() in (None, "visibility.calibration")
+
+
+def test_a_foreign_page_cannot_rewrite_zones(setup: tuple[CalibrationServer, Path]) -> None:
+    # Before: a page the installer visited (or a DNS-rebinding host name) could post zones.
+    server, cfg = setup
+    before = cfg.read_text()
+    zones = {"zones": [{"name": "evil", "kind": "carriageway",
+                        "polygon": [[0, 0], [10, 0], [10, 10]]}]}
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    cases = {
+        "no token": {"Content-Type": "application/json"},
+        "wrong token": {"Content-Type": "application/json", "X-Calibrate-Token": "x" * 32},
+        "foreign origin": {"Content-Type": "application/json", **TOKEN,
+                           "Origin": "http://evil.example"},
+        "rebinding host": {"Content-Type": "application/json", **TOKEN,
+                           "Host": f"evil.example:{port}"},
+    }
+    for name, headers in cases.items():
+        code, ans = _post(server.url, zones, headers)
+        assert code == 403, name
+        assert ans["ok"] is False and ans["problems"][0]["key"] == "(request)", name
+    assert cfg.read_text() == before
+    assert sum(server.session.refused.values()) == len(cases)
+    # Without the token even the page and the snapshot are refused.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(server.url, timeout=10)
+    assert e.value.code == 403
+    with urllib.request.urlopen(server.page_url, timeout=10) as r:
+        assert "SameSite=Strict" in r.headers["Set-Cookie"] and r.status == 200

@@ -27,10 +27,13 @@ Stdlib `http.server` only; it listens on 127.0.0.1 unless `--host` says otherwis
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import threading
 import tomllib
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +70,7 @@ class Session:
         self.width, self.height = width, height
         self.lock = threading.Lock()
         self.saves = 0
+        self.refused: Counter[str] = Counter()  # requests refused by Host/Origin/token
 
     def state(self) -> dict[str, Any]:
         data = tomllib.loads(self.config.read_text())
@@ -150,12 +154,58 @@ class Session:
                      "backup": str(bak)}
 
 
-def _handler(session: Session) -> type[BaseHTTPRequestHandler]:
+TOKEN_HEADER = "X-Calibrate-Token"
+COOKIE = "polectl_calibrate"
+
+
+def _handler(session: Session, token: str, hosts: frozenset[str]
+             ) -> type[BaseHTTPRequestHandler]:
+    """`token`: the per-session secret in the URL polectl prints; the page gets it as a
+    SameSite=Strict cookie. `hosts`: the Host values this server answers to (so a DNS
+    rebinding page, whose Host is its own name, is refused)."""
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "polectl-calibrate"
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: the terminal shows what matters
+
+        def _query_token(self) -> str | None:
+            from urllib.parse import parse_qs, urlsplit
+
+            got = parse_qs(urlsplit(self.path).query).get("t")
+            return got[0] if got else None
+
+        def _cookie_token(self) -> str | None:
+            from http.cookies import CookieError, SimpleCookie
+
+            try:
+                c = SimpleCookie(self.headers.get("Cookie", ""))
+            except CookieError:
+                return None
+            return c[COOKIE].value if COOKIE in c else None
+
+        def _refused(self) -> str | None:
+            """Why this request is refused (counted in session.refused), or None."""
+            host = self.headers.get("Host", "")
+            if host not in hosts:
+                return f"Host {host!r} is not this server (open the URL polectl printed)"
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.removeprefix("http://") not in hosts:
+                return f"Origin {origin!r} is not this page"
+            sent = (self.headers.get(TOKEN_HEADER) or self._cookie_token()
+                    or self._query_token() or "")
+            if not hmac.compare_digest(sent.encode(), token.encode()):
+                return "no valid session token (open the URL polectl printed, with its ?t=)"
+            return None
+
+        def _gate(self) -> bool:
+            why = self._refused()
+            if why is None:
+                return True
+            session.refused[why.split(" ", 1)[0]] += 1
+            self._json(403, {"ok": False, "problems": [{"key": "(request)", "reason": why}]})
+            return False
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)
@@ -170,8 +220,18 @@ def _handler(session: Session) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            if not self._gate():
+                return
             if path == "/":
-                self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+                body = PAGE.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Set-Cookie", f"{COOKIE}={token}; Path=/; HttpOnly; "
+                                 "SameSite=Strict")
+                self.end_headers()
+                self.wfile.write(body)
             elif path == "/snapshot.jpg":
                 self._send(200, session.jpeg, "image/jpeg")
             elif path == "/api/state":
@@ -186,6 +246,8 @@ def _handler(session: Session) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if self.path != "/api/save":
                 self._send(404, b"not found", "text/plain")
+                return
+            if not self._gate():
                 return
             # JSON only: a cross-site form cannot post it without a CORS preflight.
             if not self.headers.get("Content-Type", "").startswith("application/json"):
@@ -214,14 +276,27 @@ def _handler(session: Session) -> type[BaseHTTPRequestHandler]:
 class CalibrationServer:
     def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.session = session
-        self.httpd = ThreadingHTTPServer((host, port), _handler(session))
+        self.token = secrets.token_urlsafe(24)
+        # Bind first, then the handler knows the real port (port 0: any free one).
+        self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+        bound = int(self.httpd.server_address[1])
+        names = {host, "127.0.0.1", "localhost", "[::1]"} if host in (
+            "127.0.0.1", "localhost", "::1") else {host if ":" not in host else f"[{host}]"}
+        hosts = frozenset(f"{n}:{bound}" for n in names)
+        self.httpd.RequestHandlerClass = _handler(session, self.token, hosts)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        """The server's base URL (API clients send the token in X-Calibrate-Token)."""
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}/"
+
+    @property
+    def page_url(self) -> str:
+        """The URL to open: carries this session's token."""
+        return f"{self.url}?t={self.token}"
 
     def start(self) -> CalibrationServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -285,17 +360,18 @@ def calibrate_command(
                   "--port (0 picks a free one).")
         raise typer.Exit(1) from None
     if as_json:
-        out.print_json(json.dumps({"url": server.url, **session.state()}))
+        out.print_json(json.dumps({"url": server.page_url, **session.state()}))
     else:
         out.print(f"calibrating {config} on a {session.width}x{session.height} snapshot: "
-                  f"open [bold]{server.url}[/] (Ctrl-C when done)")
+                  f"open [bold]{server.page_url}[/] (Ctrl-C when done; the URL's token is "
+                  "this session's key)")
         if host not in ("127.0.0.1", "localhost", "::1"):
             err.print("[yellow]listening beyond this machine: anyone who reaches it can "
                       "change the config[/]")
     if open_browser:
         import webbrowser
 
-        webbrowser.open(server.url)
+        webbrowser.open(server.page_url)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

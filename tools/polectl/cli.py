@@ -24,7 +24,8 @@ def config_check(
     file: Annotated[Path, typer.Argument(help="The pole's TOML config file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Validate a config file exactly as the controller does at start-up."""
+    """Validate a config file exactly as the controller does at start-up, and warn about
+    permissive security settings (unsigned commands, plain MQTT, passwords in the file)."""
     try:
         cfg = load(file)
     except ConfigError as e:
@@ -35,11 +36,17 @@ def config_check(
             print_config_problems(e, "Fix the keys above; docs/config.md lists every key "
                                   "with its default.")
         raise typer.Exit(2) from None
+    from polectl.hardening import permissive
+
+    warnings = permissive(cfg)
     if as_json:
-        out.print_json(json.dumps({"ok": True, "file": str(file), "pole_id": cfg.pole.id}))
+        out.print_json(json.dumps({"ok": True, "file": str(file), "pole_id": cfg.pole.id,
+                                   "warnings": [w.__dict__ for w in warnings]}))
     else:
         out.print(f"[green]OK[/] {file}: pole {cfg.pole.id}, broker {cfg.mqtt.url}, "
                   f"link {cfg.link.port}")
+        for w in warnings:
+            err.print(f"[yellow]warning[/] {w.key}: {w.problem}.\n  fix: {w.fix}")
 
 
 @config_app.command("doc")

@@ -39,3 +39,15 @@ def write_file(path: Path, data: bytes, mode: int = PRIVATE, exclusive: bool = F
             tmp.unlink(missing_ok=True)
     else:
         os.replace(tmp, path)
+
+
+PASSWORD_ENV = "SMARTPOLE_MQTT_PASSWORD"
+
+
+def broker_password(password_file: Path | None) -> str | None:
+    """The broker password for polectl's MQTT clients: the first line of `password_file`,
+    else $SMARTPOLE_MQTT_PASSWORD, else none. Never a command-line value (visible in ps)."""
+    if password_file is not None:
+        text = password_file.read_text(encoding="utf-8")
+        return text.splitlines()[0] if text else ""
+    return os.environ.get(PASSWORD_ENV)

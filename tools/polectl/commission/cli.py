@@ -63,7 +63,9 @@ def commission_command(
     key: Annotated[Path | None, typer.Option(help="Client key (default mqtt.key_file).")]
         = None,
     username: Annotated[str | None, typer.Option(help="Broker user name.")] = None,
-    password: Annotated[str | None, typer.Option(help="Broker password.")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="File whose first line is the broker password (else $SMARTPOLE_MQTT_PASSWORD); "
+        "passwords are never taken on the command line.")] = None,
     sweep: Annotated[str, typer.Option(help="Dimming sweep levels, percent, comma-separated; "
                                        "the lamp returns to its level afterwards.")]
         = "100,50,10,0",
@@ -91,6 +93,9 @@ def commission_command(
     except ValueError:
         err.print(f"[red]--sweep[/] {sweep!r}: percent levels 0-100, e.g. 100,50,10,0")
         raise typer.Exit(2) from None
+    from polectl.keyfile import broker_password
+
+    password = broker_password(password_file)
     opts = Options(broker, ca_file, cert, key, username, password, levels, _size(frame_size),
                    snapshot_source, snapshot, link_timeout, sign_key)
     cfg = load_or_exit(config, f"Fix the keys above (`polectl config check {config}`).")

@@ -22,6 +22,7 @@ from polectl.fleet.ingest import Ingest, IngestConfig, run_ingest
 from polectl.fleet.mqtt import MqttProtocolError
 from polectl.fleet.pole import DEFAULT_ROOT, FleetConfig, SimFleetPole
 from polectl.fleet.script import load_script
+from polectl.keyfile import broker_password
 
 
 def _broker_or_exit(s: str) -> BrokerAddr:
@@ -46,7 +47,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON
 ReportOpt = Annotated[Path | None, typer.Option(
     help="Also write the full report (per pole) as JSON to this file.")]
 UserOpt = Annotated[str | None, typer.Option(help="Broker user name.")]
-PassOpt = Annotated[str | None, typer.Option(help="Broker password.")]
+PassOpt = Annotated[Path | None, typer.Option(
+    "--password-file", help="File whose first line is the broker password (else "
+    "$SMARTPOLE_MQTT_PASSWORD); passwords are never taken on the command line.")]
 CaOpt = Annotated[Path | None, typer.Option(help="CA bundle for mqtts://.")]
 
 
@@ -92,7 +95,8 @@ def fleet_sim_command(
         err.print(f"[red]--script[/]: {e}")
         raise typer.Exit(2) from None
     cfg = FleetConfig(addr, poles, prefix, root, interval, duration, events_per_hour, steps,
-                      session_expiry, seed=seed, username=username, password=password,
+                      session_expiry, seed=seed, username=username,
+                      password=broker_password(password),
                       tls=tls_context(addr.tls, ca_file))
 
     def ready(_live: list[SimFleetPole]) -> None:
@@ -180,7 +184,8 @@ def ingest_command(
         err.print(f"[red]--group[/] {group!r}: a plain name without / + #")
         raise typer.Exit(2)
     cfg = IngestConfig(addr, group, root, workers, client_id, session_expiry, command_rate,
-                       command_expiry, username, password, tls_context(addr.tls, ca_file))
+                       command_expiry, username, broker_password(password),
+                       tls_context(addr.tls, ca_file))
 
     async def go() -> Ingest:
         stop = asyncio.Event()

@@ -2,7 +2,10 @@
 
 The runner feeds the profile every message the pole publishes on its native API
 (`Native`: the topic's kind and the JSON payload, as built from the typed models
-in edge_controller/api), and every message that arrives on the topics the profile
+in edge_controller/api; `state` too: `online` on every native connect and
+`offline`/`shutdown` when the pole stops cleanly, before the profile's queue is
+drained for the last time; a lost connection's `offline` is the native broker's
+will, which no profile sees), and every message that arrives on the topics the profile
 subscribes to. The profile answers with what to publish on the platform (`Out`)
 and, for a platform command, the native command to run (`Inbound`) with a context
 that comes back with the native result, so the platform gets its reply in its own
@@ -58,9 +61,11 @@ class Refused:
 
 @dataclass(frozen=True)
 class Connection:
-    """Where and how a profile connects when not over the native connection."""
+    """Where and how a profile connects when not over the native connection. `url` None:
+    a connection of its own to the native broker ([mqtt] url, its TLS files, user name and
+    password), e.g. for Sparkplug, whose last will must be its own."""
 
-    url: str
+    url: str | None
     client_id: str
     username: str | None = None
     password: str | None = None
@@ -70,6 +75,11 @@ class Connection:
 
 class Profile(ABC):
     name: str
+    # Records queued for one connection mean nothing on the next: the runner drops what is
+    # still queued when a new connection starts, before `on_connect` (Sparkplug: a new
+    # session begins with a fresh NBIRTH/DBIRTH of current values and seq from 0, so the
+    # old session's NDATA/DDATA must not follow it). False: the backlog is delivered.
+    session_scoped: bool = False
 
     @abstractmethod
     def subscriptions(self) -> list[str]:
@@ -96,8 +106,15 @@ class Profile(ABC):
         """Its own broker and credentials; None to share the native connection."""
         return None
 
+    def on_disconnect(self, now: float) -> None:
+        """The connection (own or shared) was lost or closed: nothing published from now
+        until the next `on_connect` reaches the platform on this session."""
+        return None
+
     def on_shutdown(self, now: float) -> list[Out]:
-        """What to publish before a clean disconnect of its own connection (the will's
-        topic with what it would say, by default: a clean stop looks like a lost one)."""
+        """What to publish when the pole stops cleanly, after the last drain: on its own
+        connection before the clean disconnect (by default the will's topic with what it
+        would say: a clean stop looks like a lost one); on the shared one before the native
+        connection says offline."""
         conn = self.connection(now)
         return [] if conn is None or conn.will is None else [conn.will]

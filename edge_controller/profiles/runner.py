@@ -11,7 +11,12 @@ and keeps what to publish:
 
 So a platform whose broker is down loses nothing and delays no other platform;
 when it is back it gets the backlog in order. The connection is the profile's
-own (`Profile.connection`) or the native one (`Uplink.publish_now`/`listen`).
+own (`Profile.connection`; its url None: the native broker with the native TLS
+files and credentials) or the native one (`Uplink.publish_now`/`listen`). A
+profile whose records belong to one connection (`Profile.session_scoped`,
+Sparkplug) has the backlog dropped when a new connection starts; every profile
+hears `on_disconnect` when its connection is lost, and the native `offline`
+state (reason `shutdown`) when the pole stops cleanly, before the last drain.
 
 Commands from the platform go through the native `CommandDispatcher` (its trust
 rules, replay cache and handlers, unchanged). Unsigned ones run only for the
@@ -77,6 +82,7 @@ class ProfileRunner:
         self.connected = False
         self.connects = 0
         self.published = 0
+        self.stale_dropped = 0  # a session-scoped profile's backlog dropped on reconnect
         self.translate_errors = 0  # a translator bug on one native message
         self.inbound_refused = 0  # platform messages refused (bad input, not allowed)
         self.commands = 0  # platform commands handed to the dispatcher
@@ -84,7 +90,13 @@ class ProfileRunner:
         if not self.own:
             for flt in profile.subscriptions():
                 uplink.listen(flt, self.on_message)
-            uplink.on_connected(self._up.set)
+            uplink.on_connected(self._uplink_connected)
+
+    def _uplink_connected(self) -> None:
+        # A new native connection is a new session for a profile sharing it (on_connect,
+        # retained state again): wake the running session so that it ends.
+        self._up.set()
+        self._have.set()
 
     # ---- in: native records and platform messages (sans-I/O apart from the queue) ----
 
@@ -111,6 +123,7 @@ class ProfileRunner:
             else:
                 self.store.append_raw(o.topic, o.payload, o.qos, kind)
         if outs:
+            self._drained.clear()
             self._have.set()
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -206,11 +219,11 @@ class ProfileRunner:
             await self._up.wait()
             self._up.clear()
             try:
-                await self._session(publish)
+                await self._session(publish, restart=self._up)
             except aiomqtt.MqttError as e:
                 log.info("profile %s: native connection lost (%s); waiting", self.name, e)
             finally:
-                self.connected = False
+                self._lost()
 
     async def _run_own(self) -> None:
         attempt = 0
@@ -224,12 +237,12 @@ class ProfileRunner:
                 wait = self._delay(attempt)
                 attempt += 1
                 log.warning("profile %s: connect to %s failed (%s); retry in %.1f s",
-                            self.name, conn.url, e, wait)
+                            self.name, conn.url or self.uplink.cfg.url, e, wait)
                 await asyncio.sleep(wait)
                 continue
             attempt = 0
             self._own_client = client
-            log.info("profile %s: connected to %s", self.name, conn.url)
+            log.info("profile %s: connected to %s", self.name, conn.url or self.uplink.cfg.url)
 
             async def publish(o: Out, client: aiomqtt.Client = client) -> None:
                 await client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain)
@@ -243,7 +256,7 @@ class ProfileRunner:
             except* aiomqtt.MqttError as eg:
                 log.warning("profile %s: connection lost (%s)", self.name, eg.exceptions[0])
             finally:
-                self.connected = False
+                self._lost()
                 self._own_client = None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.__aexit__(None, None, None), 2)
@@ -251,16 +264,32 @@ class ProfileRunner:
 
     _own_client: aiomqtt.Client | None = None
 
+    def _lost(self) -> None:
+        was, self.connected = self.connected, False
+        if was:
+            try:
+                self.profile.on_disconnect(self._clock())
+            except Exception:
+                log.exception("profile %s: on_disconnect failed", self.name)
+
     def _client(self, conn: Connection) -> aiomqtt.Client:
-        u = urlsplit(conn.url)
-        s = self.settings
         will = None if conn.will is None else aiomqtt.Will(
             conn.will.topic, conn.will.payload, qos=conn.will.qos, retain=conn.will.retain)
-        tls = client_context(s.ca_file, s.cert_file, s.key_file) if u.scheme == "mqtts" \
-            else None
+        if conn.url is None:
+            # The native broker: its URL, TLS files and credentials (the password read now,
+            # as the uplink does at each connect), with this profile's client id and will.
+            n = self.uplink.cfg
+            url, ca, cert, key = n.url, n.ca_file, n.cert_file, n.key_file
+            user, password = n.username, n.secret()
+        else:
+            s = self.settings
+            url, ca, cert, key = conn.url, s.ca_file, s.cert_file, s.key_file
+            user, password = conn.username, conn.password
+        u = urlsplit(url)
+        tls = client_context(ca, cert, key) if u.scheme == "mqtts" else None
         return aiomqtt.Client(
             u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883),
-            identifier=conn.client_id, username=conn.username, password=conn.password,
+            identifier=conn.client_id, username=user, password=password,
             protocol=aiomqtt.ProtocolVersion.V311, will=will, keepalive=30, timeout=10,
             tls_context=tls, clean_session=conn.clean_start)
 
@@ -269,15 +298,24 @@ class ProfileRunner:
             raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
             self.on_message(msg.topic.value, raw)
 
-    async def _session(self, publish: Publish) -> None:
+    async def _session(self, publish: Publish, restart: asyncio.Event | None = None) -> None:
         """One connection: what the profile says on connect, every retained message,
-        then the queue in order as it fills."""
+        then the queue in order as it fills; until the connection fails or `restart`
+        (a shared connection's reconnect) is set."""
+        if self.profile.session_scoped:
+            stale = self.store.discard()
+            if stale:
+                self.stale_dropped += stale
+                log.info("profile %s: new session; %d records of the last one dropped",
+                         self.name, stale)
         self.connected = True
         self.connects += 1
         self._dirty = dict.fromkeys(self._retained)
         for o in self.profile.on_connect(self._clock()):
             await publish(o)
         while True:
+            if restart is not None and restart.is_set():
+                return
             while self._dirty:
                 topic = next(iter(self._dirty))
                 await publish(self._retained[topic])
@@ -296,21 +334,46 @@ class ProfileRunner:
             self._drained.clear()
 
     async def shutdown(self, within_s: float = 2.0) -> None:
-        """Clean stop on an own connection: drain, then say what the will would say."""
-        client = self._own_client
-        if client is None or not self.connected:
+        """Clean stop (the controller calls it before the uplink's): the profile hears the
+        native `offline` state (reason `shutdown`), what it says about that goes out with
+        the rest of its queue (within `within_s`), then its `on_shutdown` (on its own
+        connection: what the will would say; on the shared one: e.g. ThingsBoard's device
+        disconnects), published at once, before the native connection says offline.
+
+        Disconnected, it hears nothing: what it would say could only go out at the next
+        start, after that start's births, and undo them. Likewise what is said here and
+        not sent in time is dropped, not kept for the next start."""
+        if not self.connected:
             return
+        first = self.store.next_seq
+        self.feed("state", self.uplink.state_payload("offline", "shutdown"))
+        drained = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), within_s)
+            drained = True
+        if not drained:
+            self.store.discard(first)
+        client = self._own_client
+        if not self.connected or (self.own and client is None):
+            return
+        try:
+            outs = self.profile.on_shutdown(self._clock())
+        except Exception:
+            log.exception("profile %s: on_shutdown failed", self.name)
+            return
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            for o in self.profile.on_shutdown(self._clock()):
-                await asyncio.wait_for(client.publish(o.topic, o.payload, qos=o.qos,
-                                                      retain=o.retain), within_s)
+            for o in outs:
+                if client is not None:
+                    sent = client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain)
+                else:
+                    sent = self.uplink.publish_now(o.topic, o.payload, o.qos, o.retain)
+                await asyncio.wait_for(sent, within_s)
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected, "connects": self.connects,
                 "published": self.published, "queued": len(self.store),
-                "dropped": self.store.dropped, "commands": self.commands,
+                "dropped": self.store.dropped, "stale_dropped": self.stale_dropped,
+                "commands": self.commands,
                 "inbound_refused": self.inbound_refused,
                 "translate_errors": self.translate_errors}
 

@@ -164,15 +164,14 @@ def _value(m: Any) -> Any:
 
 class SparkplugProfile(Profile):
     name = "sparkplug_b"
+    # A new MQTT session is a new Sparkplug session: NBIRTH/DBIRTH with current values and
+    # seq from 0; DDATA/NDATA queued in the last one (old seq, old values) must not follow.
+    session_scoped = True
 
-    def __init__(self, pole_id: str, settings: SparkplugSettings | None = None,
-                 native_url: str = "mqtt://127.0.0.1:1883",
-                 native_username: str | None = None,
-                 native_password: str | None = None) -> None:
+    def __init__(self, pole_id: str, settings: SparkplugSettings | None = None) -> None:
         self.pole_id = pole_id
         self.s = settings or SparkplugSettings()
         self.node = self.s.edge_node_id or pole_id
-        self.native = (native_url, native_username, native_password)
         self.bdseq = 0  # of the connection in use
         self.next_bdseq = 0  # of the next CONNECT's will
         self.seq = 0
@@ -186,6 +185,7 @@ class SparkplugProfile(Profile):
         self.periph: dict[str, dict[str, Any]] = {}  # last status per peripheral
         self.screen_text: dict[str, str] = {}
         self.last_cmd: dict[str, Metrics] = {}
+        self.last_event: Metrics = {"Event/Last": (STRING, None), "Event/Detail": (STRING, None)}
 
     # --- topics and counters -----------------------------------------------------
     def topic(self, kind: str, device: str | None = None) -> str:
@@ -205,14 +205,17 @@ class SparkplugProfile(Profile):
         # The will of the next CONNECT: bdSeq one above the last connection's. Asked again
         # after a failed attempt it is the same (no session was born with it).
         self.born = False
-        url, user, pw = self.native
-        if self.s.url is not None:
-            url, user, pw = self.s.url, self.s.username, self.s.password
+        # url None: the runner connects to the native broker with its TLS and credentials.
+        url, user, pw = self.s.url, self.s.username, self.s.password
         will = Out(self.topic("NDEATH"), encode(int(now * 1000),
                                                 {BDSEQ: (UINT64, self.next_bdseq)}, None))
         return Connection(url=url, client_id=self.s.client_id or
                           f"smartpole-{self.pole_id}-sparkplug_b", username=user, password=pw,
                           will=will, clean_start=True)
+
+    def on_disconnect(self, now: float) -> None:
+        # Nothing more is reported until the next NBIRTH (values are kept for it).
+        self.born = False
 
     def on_shutdown(self, now: float) -> list[Out]:
         # A clean stop: the NDEATH of this connection's bdSeq (its will is discarded).
@@ -256,7 +259,7 @@ class SparkplugProfile(Profile):
         ts = int(now * 1000)
         self.seq = 0
         node = {BDSEQ: (UINT64, self.bdseq), REBIRTH: (BOOLEAN, False),
-                **node_metrics(self.telemetry, self.birth)}
+                **node_metrics(self.telemetry, self.birth), **self.last_event}
         self.node_last = node
         out = [Out(self.topic("NBIRTH"), encode(ts, node, 0))]
         self.born = True
@@ -298,7 +301,10 @@ class SparkplugProfile(Profile):
             return self._data("NDATA", None, self.node_last, node_metrics(self.telemetry, p),
                               ts)
         if msg.kind == "state":
-            return []  # the node's own state is NBIRTH/NDEATH (on_shutdown, the will)
+            # The node's own state is NBIRTH/NDEATH: on a clean stop the NDEATH is
+            # on_shutdown's (published even when the last drain runs out of time), on a
+            # lost connection the will's.
+            return []
         if msg.kind == "telemetry":
             self.telemetry = p
             if not self.born:
@@ -309,9 +315,14 @@ class SparkplugProfile(Profile):
         if msg.kind == "periph_status":
             self.periph[p["device_id"]] = p
             return self._device_update(p["device_id"], ts) if self.born else []
-        if msg.kind == "events" and self.born:
+        if msg.kind == "events":
+            # Declared in NBIRTH (a metric must be, before any NDATA carries it); the
+            # latest event is also what the next NBIRTH says.
             ev = {"Event/Last": (STRING, p["event"]),
                   "Event/Detail": (STRING, json.dumps(p["detail"], separators=(",", ":")))}
+            self.last_event = ev
+            if not self.born:
+                return []
             self.node_last.update(ev)
             return [Out(self.topic("NDATA"), encode(ts, ev, self._next_seq()))]
         return []
@@ -393,12 +404,7 @@ class SparkplugProfile(Profile):
 
 
 def _create(ctx: ProfileContext, s: SparkplugSettings) -> SparkplugProfile:
-    # The native broker, for a Sparkplug connection without a url of its own.
-    mqtt = getattr(ctx, "mqtt", None)
-    return SparkplugProfile(ctx.pole_id, s,
-                            native_url=getattr(mqtt, "url", "mqtt://127.0.0.1:1883"),
-                            native_username=getattr(mqtt, "username", None),
-                            native_password=getattr(mqtt, "password", None))
+    return SparkplugProfile(ctx.pole_id, s)
 
 
 register(ProfileSpec("sparkplug_b", SparkplugSettings, _create))

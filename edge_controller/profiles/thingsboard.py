@@ -165,11 +165,9 @@ class ThingsBoardProfile(Profile):
             self.birth = p
             return self._birth(p)
         if msg.kind == "state":
-            out = [Out(ME_ATTRIBUTES, _j({"state": p["state"], "state_reason": p["reason"]}))]
-            if p["state"] == "offline":  # a clean stop: the devices go with the gateway
-                out += [Out(GW_DISCONNECT, _j({"device": n})) for n in sorted(self.connected)]
-                self.connected.clear()
-            return out
+            # The pole's native state as gateway attributes (online at each native connect,
+            # offline/shutdown on a clean stop; the devices' disconnects are on_shutdown's).
+            return [Out(ME_ATTRIBUTES, _j({"state": p["state"], "state_reason": p["reason"]}))]
         if msg.kind == "telemetry":
             ts = ms(p.get("ts"), now)
             out = [Out(ME_TELEMETRY, _j({"ts": ts, "values": pole_values(p)}))]
@@ -271,7 +269,8 @@ class ThingsBoardProfile(Profile):
         return [Out(GW_RPC, _j({"device": name, "id": rid, "data": data}))]
 
     def on_shutdown(self, now: float) -> list[Out]:
-        # A clean stop: the devices behind the gateway go offline with it.
+        # A clean stop (own connection or shared): the devices behind the gateway go
+        # offline with it.
         out = [Out(GW_DISCONNECT, _j({"device": n})) for n in sorted(self.connected)]
         self.connected.clear()
         return out

@@ -46,7 +46,9 @@ class Record:
 
 
 # A tap sees every record of the native API: (kind, payload, device_id); kind is one of
-# birth, telemetry, events, result, periph_status (edge_controller.profiles.base.NativeKind).
+# state, birth, telemetry, events, result, periph_status (profiles.base.NativeKind). The
+# state it sees is `online` after each connect; the clean stop's `offline` is told to
+# each profile by its runner's shutdown (it runs before this uplink's), the will by none.
 Tap = Callable[[str, dict[str, Any], str | None], None]
 
 
@@ -254,9 +256,10 @@ class Uplink:
                     await client.subscribe(self.topics.command, qos=1)
                 for topic in self._extra:
                     await client.subscribe(topic, qos=1)
-                await client.publish(self.topics.state,
-                                     json.dumps(self.state_payload("online", "connected")),
+                online = self.state_payload("online", "connected")
+                await client.publish(self.topics.state, json.dumps(online),
                                      qos=1, retain=True)
+                self._tap(self.topics.state, online)
                 self._retained.pop(self.topics.birth, None)
                 birth = self.stamp(self._birth())
                 self._tap(self.topics.birth, birth)

@@ -134,6 +134,21 @@ class RecordStore:
             "ORDER BY seq LIMIT ?", (min_seq, limit)).fetchall()
         return [Stored(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), float(r[4])) for r in rows]
 
+    def discard(self, min_seq: int = 0) -> int:
+        """Drop every record from `min_seq` on (counted in `dropped`): records that no
+        longer mean anything, e.g. a backend profile's previous session. Their number."""
+        before = self._count
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._drop("seq >= ?", (min_seq,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._count, self._bytes = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM records").fetchone()
+            raise
+        return int(before - self._count)
+
     def ack(self, seq: int) -> None:
         self._drop_acked(seq)
 

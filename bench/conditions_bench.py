@@ -21,6 +21,12 @@ Prints a table, asserts nothing (`make bench` runs it).
   CPU to the clear-weather CPU of the same pipeline, same run.
 
     .venv/bin/python bench/conditions_bench.py [--conditions clear,fog120,...] [--no-violations]
+    .venv/bin/python bench/conditions_bench.py --pictures docs/seeing  # the docs' pictures
+
+`--pictures DIR` writes, per condition, one small PNG: the degraded frame 600 (left) and
+what the detector sees after enhancement (right), with the detections of the enhanced
+pipeline drawn; both anonymised with the product's `privacy.anonymise` (the frame
+coarsened, every ground-truth and detected person blurred).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from detect_eval import evaluate, load_gt  # noqa: E402
 
 from edge_controller.crossing.config import CrossingConfig, PlanConfig, SignalConfig  # noqa: E402
 from edge_controller.crossing.engine import CrossingEngine  # noqa: E402
+from edge_controller.crossing.privacy import anonymise  # noqa: E402
 from edge_controller.crossing.zones import Zone  # noqa: E402
 from edge_controller.detect import DetectionPipeline, DetectorConfig  # noqa: E402
 from tests.conditions import degrade  # noqa: E402
@@ -114,10 +121,51 @@ class Run:
         self.out[i] = self.last
 
 
+PICTURE_FRAME = 600
+PICTURE_WARMUP = 40  # frames the pipeline runs first (10 fps), for its temporal state
+PICTURE_WIDTH = 256  # each half
+PICTURE_LEVELS = 16  # grey levels per channel: a small PNG
+
+
+def pictures(frames: list[np.ndarray], gt: dict[int, Any], conds: list[str],
+             folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for cond in conds:
+        pipe = DetectionPipeline(DetectorConfig())
+        boxes = np.zeros((0, 5), np.float32)
+        img = frames[PICTURE_FRAME]
+        for i in range(PICTURE_FRAME - PICTURE_WARMUP, PICTURE_FRAME + 1):
+            img = degrade.make(cond, frames[i], np.random.default_rng(1000 + i))
+            r = pipe.process(i, i / FPS, img)
+            if r is not None:
+                boxes = r
+        seen = pipe.enhancer.apply(img) if pipe.enhancer.mode != "clear" else img
+        people = np.concatenate([np.asarray(gt[PICTURE_FRAME][0], np.float64).reshape(-1, 4),
+                                 np.asarray(gt[PICTURE_FRAME][1], np.float64).reshape(-1, 4),
+                                 boxes[:, :4].astype(np.float64)])
+        halves = []
+        for k, im in enumerate((img, seen)):
+            a = anonymise(im, people)
+            if k == 1:
+                for b in boxes:
+                    cv2.rectangle(a, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])),
+                                  (0, 255, 0), 2)
+            h = round(a.shape[0] * PICTURE_WIDTH / a.shape[1])
+            halves.append(cv2.resize(a, (PICTURE_WIDTH, h), interpolation=cv2.INTER_AREA))
+        out = folder / f"{cond}.png"
+        step = 256 // PICTURE_LEVELS
+        small = (np.hstack(halves) // step * step + step // 2).astype(np.uint8)
+        cv2.imwrite(str(out), small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"  {out} ({out.stat().st_size // 1024} KB, mode {pipe.enhancer.mode}, "
+              f"{len(boxes)} detections)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="detection per visibility condition")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--no-violations", action="store_true")
+    ap.add_argument("--pictures", type=Path, default=None,
+                    help="write before/after pictures per condition to this folder and stop")
     args = ap.parse_args()
     if not (DATA / "vtest.avi").is_file():
         print(f"conditions bench: skipped, {DATA} not found (the shared/ data folder)")
@@ -141,6 +189,9 @@ def main() -> int:
         frames.append(img)
     cap.release()
     conds = [c for c in args.conditions.split(",") if c]
+    if args.pictures is not None:
+        pictures(frames, gt, conds, args.pictures)
+        return 0
     print(f"conditions bench: PETS09-S2L1 {len(frames)} frames, {model}, AVX-512 VNNI "
           f"{'yes' if vnni else 'no'}, one core: {core}, intra-op threads 1")
     print("  detection on frames 400-794 (tuned on 0-399); violations over the whole clip, "

@@ -187,6 +187,11 @@ class EnhanceConfig(_Section):
         0.06, gt=0, le=1, description="'auto' regime: a frame whose median linear brightness "
         "is below this is a night frame.",
     )
+    night_noise: float = Field(
+        12.0, gt=0, le=255, description="'auto' regime: a frame whose pixel noise (robust "
+        "sigma, grey levels 0-255) is above this is a night frame too: the camera's "
+        "auto-gain brightened it and amplified the sensor noise (a clear day is near 2).",
+    )
     night_target: float = Field(
         0.18, gt=0, le=1, description="Night: each band's median linear brightness is brought "
         "to this (local exposure; the lamp's light falls off steeply with distance).",
@@ -198,8 +203,32 @@ class EnhanceConfig(_Section):
         "before the gain (0: none).",
     )
     night_temporal: float = Field(
-        0.25, ge=0, le=1, description="Night: update rate of the running average of the "
-        "static scene that replaces noisy background pixels (0: no temporal denoising).",
+        0.05, ge=0, le=1, description="Night: update rate of the slow model of the static "
+        "scene; where nothing stands out from it (the foreground check) the frame is "
+        "replaced by it, so the background the model sees has almost no noise (0: no "
+        "temporal denoising).",
+    )
+    night_fg_k: float = Field(
+        3.0, gt=0, le=50, description="Night: a pixel of the small analysis frame stands out "
+        "from the background model when it differs by this many times its band's noise.",
+    )
+    night_fg_rate: float = Field(
+        0.05, gt=0, le=1, description="Night: update rate of the slow background model "
+        "behind the foreground check (where nothing stands out).",
+    )
+    score_threshold_night_fg: float = Field(
+        0.2, ge=0, le=1, description="Night: a box scoring below score_threshold_night is "
+        "still kept from this score up when at least night_fg_share of it stands out "
+        "from the background (noise rarely does).",
+    )
+    night_fg_share: float = Field(
+        0.3, ge=0, le=1, description="Night: share of a box that must stand out from the "
+        "background for a low-scoring box to count.",
+    )
+    night_low_iou: float = Field(
+        0.15, ge=0, le=1, description="Night: a box kept only thanks to the foreground is "
+        "dropped when it overlaps a better box by more than this IoU (a fragment or a "
+        "shifted copy of the same person).",
     )
     night_grey: bool = Field(
         True, description="Night: hand the detector a grey image (luminance only): at low "
@@ -210,7 +239,7 @@ class EnhanceConfig(_Section):
         "lifted out of the dark score lower than in daylight.",
     )
     score_threshold_grey: float = Field(
-        0.35, ge=0, le=1, description="Detection score threshold for greyscale (IR) frames: "
+        0.22, ge=0, le=1, description="Detection score threshold for greyscale (IR) frames: "
         "the model was trained on colour, people in grey score lower.",
     )
 

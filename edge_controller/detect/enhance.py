@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_controller.detect.boxes import iou_matrix
 from edge_controller.detect.config import EnhanceConfig
 
 UInt8Image = npt.NDArray[np.uint8]
@@ -103,6 +104,15 @@ class FrameStats:
     level: F32  # per band: median linear luminance
     floor: F32  # per band: low percentile of the luminance (black level at night)
     grey: bool
+    noise: float = 0.0  # robust sigma of the sensor noise, grey levels (0-255)
+
+
+def noise_level(image: UInt8Image) -> float:
+    """Robust sigma (grey levels) of the pixel noise: most neighbouring pixels of a scene
+    differ by little, so the median horizontal difference is noise (times sqrt 2)."""
+    g = image[::2, :, 1] if image.ndim == 3 else image[::2]
+    d = np.abs(np.diff(g[:, ::1].astype(np.int16), axis=1)[:, ::2])
+    return float(1.4826 * np.median(d) / math.sqrt(2))
 
 
 def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
@@ -126,7 +136,8 @@ def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
         band_lum = lum[edges[k]:edges[k + 1]]
         veil[k] = np.percentile(band_dark, percentile) / airlight
         floor[k], level[k] = np.percentile(band_lum, (percentile, 50))
-    return FrameStats(float(np.median(lum)), airlight, np.clip(veil, 0, 1), level, floor, grey)
+    return FrameStats(float(np.median(lum)), airlight, np.clip(veil, 0, 1), level, floor, grey,
+                      noise_level(image))
 
 
 class Enhancer:
@@ -146,7 +157,10 @@ class Enhancer:
         self.airlight: float | None = None
         self.gain: F32 | None = None  # smoothed night gain per band
         self.floor: F32 | None = None  # smoothed night black level per band
-        self._bg: F32 | None = None  # night: running average of the static scene
+        self._bg: F32 | None = None  # night: the temporally denoised frame
+        self._fg_bg: F32 | None = None  # night: slow model of the static scene (small)
+        self._fg_n = 0
+        self.foreground: npt.NDArray[np.bool_] | None = None  # night: small mask
         self.frames = 0
         self.detectability = 1.0  # median fog transmission of the last frame (1: clear)
 
@@ -166,7 +180,8 @@ class Enhancer:
             return fixed == "night"
         if self.regime is not None:
             return self.regime == "night"
-        return st.brightness < self.cfg.dark_level
+        # A dark frame, or one the camera's auto-gain made bright but grainy.
+        return st.brightness < self.cfg.dark_level or st.noise > self.cfg.night_noise
 
     def _smooth(self, old: F32 | None, new: F32) -> F32:
         if old is None or old.shape != new.shape:
@@ -191,10 +206,43 @@ class Enhancer:
     def score_threshold(self, default: float) -> float:
         """The detection threshold for the frame just enhanced."""
         if self.mode == "night":
-            return min(default, self.cfg.score_threshold_night)
+            return min(default, self.cfg.score_threshold_night,
+                       self.cfg.score_threshold_night_fg)
         if self.grey:
             return min(default, self.cfg.score_threshold_grey)
         return default
+
+    def keep(self, boxes: npt.NDArray[np.floating], scores: npt.NDArray[np.floating],
+             default: float) -> npt.NDArray[np.bool_]:
+        """Which boxes (frame pixels) count. At night, a box below the night threshold counts
+        only where it stands out from the background (`score_threshold_night_fg`,
+        `night_fg_share`): noise makes up boxes anywhere, people stand out."""
+        c = self.cfg
+        hi = min(default, c.score_threshold_night)
+        keep = np.ones(len(scores), dtype=bool)
+        if self.mode != "night" or c.score_threshold_night_fg >= hi:
+            return keep
+        low = np.asarray(scores) < hi
+        if low.any():
+            keep[low] = self.foreground_share(np.asarray(boxes)[low]) >= c.night_fg_share
+        return keep
+
+    def tidy(self, dets: npt.NDArray[np.float32], default: float) -> npt.NDArray[np.float32]:
+        """At night, a box kept only thanks to the foreground that overlaps a better box at
+        all (IoU above `night_low_iou`) is a fragment or a shifted copy of that person,
+        not another one: dropped. Other regimes: unchanged."""
+        c = self.cfg
+        hi = min(default, c.score_threshold_night)
+        if self.mode != "night" or len(dets) < 2 or c.score_threshold_night_fg >= hi:
+            return dets
+        order = np.argsort(-dets[:, 4])
+        d = dets[order]
+        iou = iou_matrix(d, d)
+        keep = np.ones(len(d), dtype=bool)
+        for i in range(1, len(d)):
+            if d[i, 4] < hi and (iou[i, :i][keep[:i]] > c.night_low_iou).any():
+                keep[i] = False
+        return d[keep]
 
     # -- per frame ----------------------------------------------------------------------
 
@@ -247,6 +295,7 @@ class Enhancer:
             # At night the colour is mostly noise (each channel has a third of the light),
             # and coloured noise blotches are what the model trips over: look in grey.
             lin = np.asarray(cv2.cvtColor(lin, cv2.COLOR_BGR2GRAY), np.float32)
+        self._update_foreground(lin)
         if c.night_denoise > 0:
             lin = np.asarray(cv2.GaussianBlur(lin, (0, 0), c.night_denoise), np.float32)
         if c.night_temporal > 0:
@@ -261,16 +310,85 @@ class Enhancer:
         return y if y.ndim == 3 else np.asarray(cv2.cvtColor(y, cv2.COLOR_GRAY2BGR), np.uint8)
 
     def _temporal(self, lin: F32) -> F32:
-        """A fixed camera's background barely changes: average it over frames, and keep
-        the new frame only where it differs by more than its noise (people, cars)."""
+        """A fixed camera's background barely changes: a slow average of it has almost no
+        noise. Where nothing stands out from it (the foreground check, judged on a small
+        frame against each band's noise) the frame is replaced by that average; people
+        and cars keep the new frame. A clean background is what makes people stand out
+        to the model: per-pixel noise decisions leave speckles it takes for texture."""
         bg = self._bg
-        if bg is None or bg.shape != lin.shape:
-            self._bg = lin.copy()
+        fg = self.foreground
+        if bg is None or bg.shape != lin.shape or fg is None:
+            self._bg = lin.copy() if bg is None or bg.shape != lin.shape else bg
+            if fg is None:
+                cv2.accumulateWeighted(lin, self._bg, 0.5)
             return lin
+        h, w = lin.shape[:2]
+        m = np.asarray(cv2.resize(fg.astype(np.float32), (w, h),
+                                  interpolation=cv2.INTER_LINEAR), np.float32)
+        m = np.asarray(cv2.GaussianBlur(m, (0, 0), 2.0), np.float32)
+        if lin.ndim == 3:
+            m = m[..., None]
         diff = lin - bg
-        # Most pixels are background, so the median change is noise.
-        sigma = 1.4826 * float(np.median(np.abs(diff[::4, ::4]))) + 1e-6
-        w = np.clip(np.abs(diff) / np.float32(3 * sigma), 0, 1) ** 2
-        out = np.asarray(bg + w * diff, np.float32)
-        cv2.accumulateWeighted(lin, bg, self.cfg.night_temporal)
+        out = np.asarray(bg + m * diff, np.float32)
+        a = np.float32(max(self.cfg.night_temporal, 1.0 / max(self._fg_n, 1)))
+        bg += (a * (1 - m)) * diff
         return out
+
+    def _update_foreground(self, lin: F32) -> None:
+        """Night: what differs from a slow, clean model of the static scene, on a frame
+        `ANALYSIS_SCALE` times smaller (averaging 16 pixels cuts the noise by 4), judged
+        against each band's noise. Detections the noise makes up fall where nothing
+        stands out; people, moving or standing, do."""
+        c = self.cfg
+        h, w = lin.shape[:2]
+        small = np.asarray(cv2.resize(lin, (max(1, w // ANALYSIS_SCALE),
+                                            max(1, h // ANALYSIS_SCALE)),
+                                      interpolation=cv2.INTER_AREA), np.float32)
+        self._fg_n += 1
+        bg = self._fg_bg
+        if bg is None or bg.shape != small.shape:
+            self._fg_bg = small.copy()
+            self._fg_n = 1
+            self.foreground = None
+            return
+        diff = small - bg
+        smooth = np.asarray(cv2.GaussianBlur(diff, (0, 0), 1.0), np.float32)
+        mag = np.abs(smooth)
+        fg = mag > np.float32(c.night_fg_k) * band_sigma(mag)
+        # Specks of noise that pass the test are single pixels: opening removes them.
+        cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+        fg8 = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, cross)
+        fg = cv2.dilate(fg8, np.ones((3, 3), np.uint8)) > 0
+        # Learn the scene where nothing stands out; fast at first (a mean of the frames).
+        a = np.float32(max(c.night_fg_rate, 1.0 / self._fg_n))
+        bg += np.where(fg, a * 0.1, a).astype(np.float32) * diff
+        self.foreground = fg if self._fg_n > 3 else None
+
+    def foreground_share(self, boxes: npt.NDArray[np.floating]) -> F32:
+        """Per box (x1, y1, x2, y2 in frame pixels): share of its pixels that stand out from
+        the night background (1 where no foreground is known yet)."""
+        fg = self.foreground
+        out = np.ones(len(boxes), np.float32)
+        if fg is None:
+            return out
+        s = 1.0 / ANALYSIS_SCALE
+        for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes)[:, :4]):
+            a1, b1 = int(x1 * s), int(y1 * s)
+            a2, b2 = max(a1 + 1, int(np.ceil(x2 * s))), max(b1 + 1, int(np.ceil(y2 * s)))
+            sub = fg[b1:b2, a1:a2]
+            out[k] = float(sub.mean()) if sub.size else 0.0
+        return out
+
+
+def band_sigma(mag: F32, bands: int = 24) -> F32:
+    """Robust noise sigma per band of rows of an absolute difference image (most of a
+    fixed camera's view stands still, so the median change is noise), one value per row,
+    shaped (rows, 1)."""
+    sub = mag[::2, ::4]
+    edges = band_edges(sub.shape[0], bands)
+    med = np.array([np.median(sub[edges[k]:edges[k + 1]]) for k in range(len(edges) - 1)],
+                   np.float32)
+    centres = (edges[:-1] + edges[1:]) * 1.0  # in full rows (sub-sampled by 2)
+    rows = np.arange(mag.shape[0])
+    sig = 1.4826 * np.interp(rows, centres, med) + 1e-7
+    return np.asarray(sig, np.float32)[:, None]

@@ -88,7 +88,8 @@ class DetectionPipeline:
         self.sight = SightMonitor(cfg.sight)
         e = cfg.enhance
         # The model keeps everything any regime may want; each frame then applies its own.
-        floor = (min(cfg.score_threshold, e.score_threshold_night, e.score_threshold_grey)
+        floor = (min(cfg.score_threshold, e.score_threshold_night, e.score_threshold_night_fg,
+                     e.score_threshold_grey)
                  if e.enabled else cfg.score_threshold)
         self.model: Detector = model if model is not None else Model(
             cfg.model_copy(update={"score_threshold": floor}))
@@ -177,8 +178,9 @@ class DetectionPipeline:
             run = ([True] * len(self.passes) if refresh or self.motion is None
                    else self._moving())
             self._run_passes(image, run)
-            self.last = merge(list(self._cache.values()), self.cfg.tiling.merge_iou,
-                              self.cfg.tiling.contain)
+            self.last = self.enhancer.tidy(
+                merge(list(self._cache.values()), self.cfg.tiling.merge_iou,
+                      self.cfg.tiling.contain), self.cfg.score_threshold)
         if refresh:
             self.stats.full_refreshes += 1
             self._since_refresh = 0
@@ -193,6 +195,9 @@ class DetectionPipeline:
         inf0 = self.model.inference_s
         dets = self.model.detect(image[y1:y2, x1:x2])
         dets = dets[dets[:, 4] >= self.threshold]
+        if len(dets):
+            shifted = dets[:, :4] + np.asarray([x1, y1, x1, y1], np.float32)
+            dets = dets[self.enhancer.keep(shifted, dets[:, 4], self.cfg.score_threshold)]
         self.stats.inferences += 1
         self.stats.inference_ms += (self.model.inference_s - inf0) * 1000
         self.stats.per_pass_runs[name] = self.stats.per_pass_runs.get(name, 0) + 1
@@ -228,7 +233,9 @@ class DetectionPipeline:
             return False
         parts = [PassResult(still, np.zeros(len(still), dtype=bool))]
         parts += [self._detect(image, "focus", r) for r in windows]
-        self.last = merge(parts, self.cfg.tiling.merge_iou, self.cfg.tiling.contain)
+        self.last = self.enhancer.tidy(
+            merge(parts, self.cfg.tiling.merge_iou, self.cfg.tiling.contain),
+            self.cfg.score_threshold)
         return True
 
     def _moving(self) -> list[bool]:

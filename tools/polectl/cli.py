@@ -166,8 +166,9 @@ def sim(
                                               "silently; 'default' for a sound card).")]
         = "null",
     profile: Annotated[str | None, typer.Option(
-        help="A backend profile beside native ([mqtt] profiles, docs/backends.md), e.g. "
-        "homeassistant; the live view shows its messages too.")] = None,
+        help="A backend profile beside native ([mqtt] profiles, docs/backends.md): "
+        "homeassistant, thingsboard, sparkplug_b or huawei_iotda, all on the sim's broker; "
+        "the live view shows its messages too.")] = None,
 ) -> None:
     """Run a whole simulated pole (firmware on the MicroPython unix port, broker, controller)
     on a recorded clip, with a live view of what it publishes; exits when the clip ends."""

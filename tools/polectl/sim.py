@@ -23,7 +23,21 @@ from polectl.monitor import monitor
 # What the live view shows besides the native topics, per backend profile.
 PROFILE_TOPICS: dict[str, tuple[str, ...]] = {
     "homeassistant": ("homeassistant/#", "smartpole/ha/#"),
+    "thingsboard": ("v1/#",),
+    "sparkplug_b": ("spBv1.0/#",),
+    "huawei_iotda": ("$oc/devices/#",),
 }
+
+
+def sim_profile_settings(profile: str, url: str) -> dict[str, Any]:
+    """The `[mqtt.<profile>]` table of the simulated pole: everything on the sim's broker
+    (a profile with a platform broker of its own by default gets the local one and dummy
+    credentials), platform commands unsigned for the limited set only."""
+    s: dict[str, Any] = {"accept_unsigned": "limited"}
+    if profile == "huawei_iotda":
+        # IoTDA's default url is Huawei's cloud; mosquitto takes any password.
+        s.update(url=url, secret="sim-device-secret")
+    return s
 
 
 # Long: broker, peers, pole and live view start and stop in one try/finally.
@@ -59,7 +73,7 @@ def run_sim(
         # The backend profile beside native; platform commands (HA's lamp and screen
         # text) run unsigned only for the limited set (docs/backends.md).
         overrides["mqtt"] = {"profiles": ["native", profile],
-                             profile: {"accept_unsigned": "limited"}}
+                             profile: sim_profile_settings(profile, url)}
     # Signed like a provisioned pole: a test city key made now signs the scenario's commands.
     pole = SimPole(workdir, url, video=video, overrides=overrides, signed=True)
     host, port = url.split("://")[1].split(":")

@@ -1,5 +1,6 @@
 """Where a broker is and how to reach it: the `--broker` forms every polectl command takes
-(host:port, mqtt://host:port, mqtts://host:port) and the TLS context for mqtts."""
+(host:port, mqtt://host:port, mqtts://host:port) and the TLS context for mqtts
+(edge_controller.tlsctx.client_context, the one copy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from edge_controller.tlsctx import client_context
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,9 @@ class BrokerAddr:
         return BrokerAddr(host or "127.0.0.1", int(port))
 
 
-
 def tls_context(enabled: bool, ca_file: Path | str | None = None,
                 cert_file: Path | str | None = None,
                 key_file: Path | str | None = None) -> ssl.SSLContext | None:
     """The client TLS context for mqtts:// (None for plain mqtt://); raises OSError or
     ssl.SSLError when a file is unusable."""
-    if not enabled:
-        return None
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    if cert_file:
-        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    return ctx
+    return client_context(ca_file, cert_file, key_file) if enabled else None

@@ -14,13 +14,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edge_controller.api import TOPIC_ROOT, Birth, Event, PeriphStatus, Result, State, Telemetry
+from polectl.apiread import model_for, read
+
 
 @dataclass
 class PoleView:
     pole_id: str
     state: str = "?"
-    birth: dict[str, Any] = field(default_factory=dict)
-    telemetry: dict[str, Any] = field(default_factory=dict)
+    birth: Birth | None = None
+    telemetry: Telemetry | None = None
     messages: int = 0
 
 
@@ -29,7 +32,7 @@ class FleetView:
     root: str
     poles: dict[str, PoleView] = field(default_factory=dict)
     log: deque[str] = field(default_factory=lambda: deque(maxlen=12))
-    periph: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    periph: dict[tuple[str, str], PeriphStatus] = field(default_factory=dict)
     total: int = 0
 
     def apply(self, topic: str, payload: bytes) -> None:
@@ -47,28 +50,38 @@ class FleetView:
         v.messages += 1
         self.total += 1
         try:
-            msg = json.loads(payload)
+            data = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             self.log.append(f"{pole} {kind}: (not JSON, {len(payload)} bytes)")
             return
-        if not isinstance(msg, dict):
+        if kind == "cmd":  # a backend's command: shown as sent, valid or not
+            if isinstance(data, dict):
+                self.log.append(f"{pole} command {data.get('id')} "
+                                f"{json.dumps(data.get('body'))}")
             return
-        if kind.startswith("periph/") and kind.endswith("/status"):
-            self.periph[(pole, kind.split("/")[1])] = msg
-        elif kind == "state":
-            v.state = str(msg.get("state", "?"))
-            self.log.append(f"{pole} state {v.state} ({msg.get('reason', '')})")
-        elif kind == "birth":
+        model = model_for(kind)
+        msg = read(model, data) if model is not None else None
+        if msg is None:
+            if model is not None:
+                self.log.append(f"{pole} {kind}: not a v1 {kind} message")
+            return
+        self._show(v, msg)
+
+    def _show(self, v: PoleView, msg: object) -> None:
+        pole = v.pole_id
+        if isinstance(msg, PeriphStatus):
+            self.periph[(pole, msg.device_id)] = msg
+        elif isinstance(msg, State):
+            v.state = msg.state
+            self.log.append(f"{pole} state {v.state} ({msg.reason})")
+        elif isinstance(msg, Birth):
             v.birth = msg
-        elif kind == "telemetry":
+        elif isinstance(msg, Telemetry):
             v.telemetry = msg
-        elif kind == "events":
-            self.log.append(f"{pole} event {msg.get('event')} {json.dumps(msg.get('detail'))}")
-        elif kind == "cmd/result":
-            self.log.append(f"{pole} result {msg.get('id')}: {msg.get('status')} "
-                            f"({msg.get('reason')})")
-        elif kind == "cmd":
-            self.log.append(f"{pole} command {msg.get('id')} {json.dumps(msg.get('body'))}")
+        elif isinstance(msg, Event):
+            self.log.append(f"{pole} event {msg.event} {json.dumps(msg.detail)}")
+        elif isinstance(msg, Result):
+            self.log.append(f"{pole} result {msg.id}: {msg.status} ({msg.reason})")
 
     def render(self) -> Group:
         t = Table(title=f"smartpole - {len(self.poles)} pole(s), {self.total} messages",
@@ -77,27 +90,7 @@ class FleetView:
                     "rtt ms", "camera", "signal", "tracks", "violations", "cpu %", "rss MB"):
             t.add_column(col)
         for v in sorted(self.poles.values(), key=lambda p: p.pole_id):
-            tel = v.telemetry
-            lamp = tel.get("lamp") or {}
-            sens = tel.get("sensors") or {}
-            link = tel.get("link") or {}
-            cam = tel.get("camera") or {}
-            cx = tel.get("crossing") or {}
-            sig = (cx.get("signal") or {}).get("state", "-")
-            viol = sum(z.get("violations", 0) for z in (cx.get("zones") or {}).values())
-            proc = tel.get("process") or {}
-            fw = (v.birth.get("firmware") or {}).get("version", "-")
-            state = Text(v.state, style="green" if v.state == "online" else "red")
-            lamp_s = f"{lamp.get('level', '-')}" + (" FS" if lamp.get("failsafe") else "")
-            t.add_row(
-                v.pole_id, state, str(fw), lamp_s, _fmt(sens.get("lux")),
-                _yn(sens.get("door_open"), "open", "shut"), _yn(sens.get("mains"), "on", "OFF"),
-                _yn(link.get("up"), "up", "DOWN"), _fmt(link.get("rtt_ms")),
-                f"{cam.get('frames', '-')} @ {_fmt(cam.get('fps'))}" if cam else "-",
-                Text(sig, style={"red": "red", "green": "green"}.get(sig, "")),
-                str(cx.get("tracks", "-")), str(viol) if cx else "-",
-                _fmt(proc.get("cpu_percent")), _fmt(proc.get("rss_mb")),
-            )
+            t.add_row(*_row(v))
         parts: list[Any] = [t]
         if self.periph:
             pt = Table(title="peripherals", expand=True)
@@ -105,27 +98,49 @@ class FleetView:
                         "screen"):
                 pt.add_column(col)
             for (pole, dev), m in sorted(self.periph.items()):
-                ch = m.get("charger") or {}
-                sc = m.get("screen") or {}
-                health = str(m.get("health", "?"))
-                pt.add_row(pole, dev, str(m.get("kind", "")),
-                           Text(health, style={"ok": "green", "lost": "red"}.get(health, "yellow")),
-                           str(ch.get("connector_state", "-")), _fmt(ch.get("power_w")),
-                           _fmt(ch.get("session_energy_wh")),
-                           (f"{_shown(m.get('shown'))}{'on' if sc.get('on') else 'off'} "
-                            f"{sc.get('brightness', '')}% {sc.get('content_id', '')}")
-                           if sc else "-")
+                ch, sc = m.charger, m.screen
+                pt.add_row(pole, dev, m.kind,
+                           Text(m.health,
+                                style={"ok": "green", "lost": "red"}.get(m.health, "yellow")),
+                           ch.connector_state if ch else "-", _fmt(ch and ch.power_w),
+                           _fmt(ch and ch.session_energy_wh),
+                           (f"{_shown(m)}{'on' if sc.on else 'off'} "
+                            f"{sc.brightness}% {sc.content_id or ''}") if sc else "-")
             parts.append(pt)
         parts.append(Text("\n".join(self.log) or "(waiting for messages)"))
         return Group(*parts)
 
 
-def _shown(sh: object) -> str:
+def _row(v: PoleView) -> list[str | Text]:
+    """One pole's row of the table, from its last birth and telemetry."""
+    tel = v.telemetry
+    lamp, sens, link = (tel.lamp, tel.sensors, tel.link) if tel else (None, None, None)
+    cam = (tel.camera if tel else None) or {}
+    cx = (tel.crossing if tel else None) or {}
+    sig = (cx.get("signal") or {}).get("state", "-")
+    viol = sum(z.get("violations", 0) for z in (cx.get("zones") or {}).values())
+    proc = tel.process if tel else None
+    fw = v.birth.firmware.version if v.birth and v.birth.firmware else "-"
+    lamp_s = "-" if lamp is None else f"{lamp.level}" + (" FS" if lamp.failsafe else "")
+    return [
+        v.pole_id, Text(v.state, style="green" if v.state == "online" else "red"), fw,
+        lamp_s, _fmt(sens and sens.lux), _yn(sens and sens.door_open, "open", "shut"),
+        _yn(sens and sens.mains, "on", "OFF"), _yn(link and link.up, "up", "DOWN"),
+        _fmt(link and link.rtt_ms),
+        f"{cam.get('frames', '-')} @ {_fmt(cam.get('fps'))}" if cam else "-",
+        Text(sig, style={"red": "red", "green": "green"}.get(sig, "")),
+        str(cx.get("tracks", "-")), str(viol) if cx else "-",
+        _fmt(proc and proc.cpu_percent), _fmt(proc and proc.rss_mb),
+    ]
+
+
+def _shown(m: PeriphStatus) -> str:
     """What the pole put on a screen (API 1.7 `shown`): source and the first line."""
-    if not isinstance(sh, dict) or not sh.get("source"):
+    sh = m.shown
+    if sh is None:
         return ""
-    first = str(sh.get("text") or "").split("\n")[0][:28]
-    return f"{sh['source']}" + (f": {first}" if first else "") + " | "
+    first = sh.text.split("\n")[0][:28]
+    return f"{sh.source}" + (f": {first}" if first else "") + " | "
 
 
 def _fmt(v: object) -> str:
@@ -139,7 +154,7 @@ def _yn(v: object, yes: str, no: str) -> str:
 async def monitor(
     host: str,
     port: int,
-    root: str = "smartpole/v1",
+    root: str = TOPIC_ROOT,
     pole: str = "+",
     stop: asyncio.Event | None = None,
     live: bool = True,

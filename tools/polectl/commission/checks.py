@@ -15,14 +15,16 @@ from typing import Any, Literal
 
 import aiomqtt
 
+from edge_controller.api import Birth, LampSet, Ping, State, Telemetry
 from edge_controller.config import Config
+from edge_controller.link.codec import PROTO_MAJOR as LINK_PROTOCOL_MAJOR
+from edge_controller.tlsctx import client_context
 from edge_controller.version import __version__
-from polectl.broker import BrokerAddr, tls_context
+from polectl.broker import BrokerAddr
 from polectl.commission.probe import CommissionError, PoleLink, load_signer
 from polectl.snapshot import Snapshot, grab_frame, make_snapshot
 
 Status = Literal["pass", "warn", "fail", "skip"]
-LINK_PROTOCOL_MAJOR = 1
 DEFAULT_SWEEP = (100, 50, 10, 0)
 # Plausible ranges for a street pole: outside them a sensor is miswired or broken.
 LUX_RANGE = (0.0, 150_000.0)
@@ -39,7 +41,6 @@ class Check:
     fix: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Commissioning:
         self.base = f"{cfg.mqtt.topic_root}/{cfg.pole.id}"
         self.link: PoleLink | None = None
         self.snapshot: Snapshot | None = None
-        self.birth: dict[str, Any] | None = None
+        self.birth: Birth | None = None
         tel = cfg.telemetry.interval_s
         # Long enough for a couple of telemetry messages whatever the interval.
         self.tel_wait_s = max(5.0, 2.5 * tel + 2.0)
@@ -97,8 +98,9 @@ class Commissioning:
 
     def _tls(self, tls: bool) -> ssl.SSLContext | None:
         m = self.cfg.mqtt
-        return tls_context(tls, self.opts.ca_file or m.ca_file,
-                           self.opts.cert_file or m.cert_file, self.opts.key_file or m.key_file)
+        o = self.opts
+        return client_context(o.ca_file or m.ca_file, o.cert_file or m.cert_file,
+                              o.key_file or m.key_file) if tls else None
 
     async def run(self) -> list[Check]:
         host, port, tls = self._broker()
@@ -154,72 +156,71 @@ class Commissioning:
         c.title = "Link up, versions compatible"
         assert self.link is not None
         w = self.opts.link_timeout_s
-        state = await self.link.wait_for("state", lambda m: True, w)
+        state = await self.link.wait_for(State, lambda m: True, w)
         if state is None:
             _bad(c, "fail", f"no state from {self.cfg.pole.id} within {w:.0f} s",
                  "is the controller running (systemctl status pole-controller) and "
                  "configured for this broker and pole id?")
             return
-        if state.get("state") != "online":
-            online = await self.link.wait_for("state", lambda m: m.get("state") == "online", w)
+        if state.state != "online":
+            online = await self.link.wait_for(State, lambda m: m.state == "online", w)
             if online is None:
-                _bad(c, "fail", f"pole is {state.get('state')} ({state.get('reason')})",
+                _bad(c, "fail", f"pole is {state.state} ({state.reason})",
                      "start the controller: systemctl restart pole-controller; then "
                      "see /var/log/smartpole/controller.log")
                 return
-        birth = await self.link.wait_for("birth", lambda m: m.get("firmware") is not None, w)
-        if birth is None:
+        birth = await self.link.wait_for(Birth, lambda m: m.firmware is not None, w)
+        if birth is None or birth.firmware is None:
             _bad(c, "fail", "the I/O board never said hello (birth has no firmware)",
                  f"check the UART cable and link.port ({self.cfg.link.port}); is the board "
                  "powered and flashed (polectl flash / deploy)?")
             return
         self.birth = birth
-        fw = birth["firmware"]
-        detail = {"controller_version": birth.get("controller_version"),
-                  "firmware_version": fw.get("version"), "board_id": fw.get("board_id"),
-                  "link_protocol": fw.get("protocol"), "boot_id": birth.get("boot_id"),
-                  "config_version": birth.get("config_version"),
-                  "capabilities": birth.get("capabilities")}
+        fw = birth.firmware
+        detail: dict[str, Any] = {
+            "controller_version": birth.controller_version, "firmware_version": fw.version,
+            "board_id": fw.board_id, "link_protocol": fw.protocol, "boot_id": birth.boot_id,
+            "config_version": birth.config_version, "capabilities": birth.capabilities}
         if await asyncio.to_thread(os.path.exists, self.cfg.link.port):  # at the pole
             detail["local_link_device"] = self.cfg.link.port
         try:
-            major = int(str(fw.get("protocol", "0.0")).split(".")[0])
+            major = int(fw.protocol.split(".")[0])
         except ValueError:
             major = -1
         if major != LINK_PROTOCOL_MAJOR:
-            _bad(c, "fail", f"firmware speaks link protocol {fw.get('protocol')}, the "
+            _bad(c, "fail", f"firmware speaks link protocol {fw.protocol}, the "
                  f"controller {LINK_PROTOCOL_MAJOR}.x",
                  "deploy the firmware that matches this controller (polectl deploy)", **detail)
             return
-        ctl = str(birth.get("controller_version", ""))
+        ctl = birth.controller_version
         if ctl.split(".")[0] != __version__.split(".")[0]:
             _bad(c, "warn", f"controller {ctl}, polectl {__version__}: different major "
                  "versions", "update polectl or the controller so both have the same major "
                  "version", **detail)
             return
-        tel = await self.link.wait_for("telemetry", lambda m: True, self.tel_wait_s)
-        if tel is None or not (tel.get("link") or {}).get("up"):
+        tel = await self.link.wait_for(Telemetry, lambda m: True, self.tel_wait_s)
+        if tel is None or not tel.link.up:
             _bad(c, "fail", "telemetry says the serial link is down" if tel else
                  "no telemetry", f"check the UART cable and link.port ({self.cfg.link.port})",
                  **detail)
             return
-        detail["rtt_ms"] = tel["link"].get("rtt_ms")
-        _pass(c, f"online; controller {ctl}, firmware {fw.get('version')} (link "
-              f"{fw.get('protocol')}), link rtt {detail['rtt_ms']} ms", **detail)
+        detail["rtt_ms"] = tel.link.rtt_ms
+        _pass(c, f"online; controller {ctl}, firmware {fw.version} (link "
+              f"{fw.protocol}), link rtt {detail['rtt_ms']} ms", **detail)
 
     async def check_mqtt(self, c: Check) -> None:
         c.title = "MQTT round trip (ping)"
         assert self.link is not None
-        res, rtt = await self.link.command({"type": "ping"}, 10)
+        res, rtt = await self.link.command(Ping(type="ping"), 10)
         if res is None:
             _bad(c, "fail", "no answer to ping within 10 s",
                  "check that the pole subscribes to its cmd topic (broker ACL: read "
                  f"{self.base}/cmd) and is online")
             return
         ms = round(rtt * 1000, 1)
-        if res.get("status") != "ok":
-            _bad(c, "fail", f"ping answered {res.get('status')}/{res.get('reason')}: "
-                 f"{res.get('detail')}", "see the controller log "
+        if res.status != "ok":
+            _bad(c, "fail", f"ping answered {res.status}/{res.reason}: "
+                 f"{res.detail}", "see the controller log "
                  "(/var/log/smartpole/controller.log)", rtt_ms=ms)
         elif rtt > 5:
             _bad(c, "fail", f"ping took {ms} ms", "the uplink is too slow for commands; check "
@@ -230,10 +231,10 @@ class Commissioning:
         else:
             _pass(c, f"ping answered ok in {ms} ms", rtt_ms=ms)
 
-    async def _telemetry(self, pred: Callable[[dict[str, Any]], bool] = lambda m: True,
-                         after: float = 0.0) -> dict[str, Any] | None:
+    async def _telemetry(self, pred: Callable[[Telemetry], bool] = lambda m: True,
+                         after: float = 0.0) -> Telemetry | None:
         assert self.link is not None
-        return await self.link.wait_for("telemetry", pred, self.tel_wait_s, after)
+        return await self.link.wait_for(Telemetry, pred, self.tel_wait_s, after)
 
     async def check_clock(self, c: Check) -> None:
         c.title = "Clock in sync"
@@ -241,23 +242,23 @@ class Commissioning:
         if tel is None:
             _bad(c, "fail", "no telemetry", "is the controller running?")
             return
-        clk = tel.get("clock") or {}
-        if clk.get("synced"):
-            _pass(c, f"synchronised ({clk.get('source')})", **clk)
+        clk = tel.clock.model_dump()
+        if tel.clock.synced:
+            _pass(c, f"synchronised ({tel.clock.source})", **clk)
         else:
-            _bad(c, "warn", f"not synchronised ({clk.get('source')}): report times may be off",
+            _bad(c, "warn", f"not synchronised ({tel.clock.source}): report times may be off",
                  "enable NTP on the edge computer (systemctl enable --now systemd-timesyncd, "
                  "or chrony) and check that NTP (udp/123) is reachable", **clk)
 
     async def check_sensors(self, c: Check) -> None:
         c.title = "Sensors plausible"
-        tel = await self._telemetry(lambda m: m.get("sensors") is not None)
-        if tel is None:
+        tel = await self._telemetry(lambda m: m.sensors is not None)
+        if tel is None or tel.sensors is None:
             _bad(c, "fail", "telemetry has no sensor readings", "check the I/O board and "
                  "its link (the link check above)")
             return
-        s = tel["sensors"]
-        caps = set((self.birth or {}).get("capabilities") or [])
+        s = tel.sensors.model_dump()
+        caps = set(self.birth.capabilities if self.birth else [])
         problems: list[tuple[Status, str, str]] = []
 
         def in_range(key: str, cap: str, lo: float, hi: float, what: str) -> None:
@@ -293,38 +294,37 @@ class Commissioning:
     async def check_lamp(self, c: Check) -> None:
         c.title = "Lamp responds (dimming sweep)"
         assert self.link is not None
-        before = await self._telemetry(lambda m: m.get("lamp") is not None)
-        restore = before["lamp"]["level"] if before else None
+        before = await self._telemetry(lambda m: m.lamp is not None)
+        restore = before.lamp.level if before and before.lamp else None
         steps: list[dict[str, Any]] = []
         for level in self.opts.sweep:
-            res, rtt = await self.link.command({"type": "lamp.set", "level": level,
-                                                "fade_ms": 0}, 10)
+            res, rtt = await self.link.command(LampSet(type="lamp.set", level=level,
+                                                       fade_ms=0), 10)
             t = time.monotonic()
-            step: dict[str, Any] = {"level": level, "result": res and res.get("status"),
+            step: dict[str, Any] = {"level": level, "result": res and res.status,
                                     "rtt_ms": round(rtt * 1000, 1)}
             steps.append(step)
-            if res is None or res.get("status") != "ok":
-                why = "no result" if res is None else f"{res.get('status')}/" \
-                    f"{res.get('reason')}: {res.get('detail')}"
+            if res is None or res.status != "ok":
+                why = "no result" if res is None else f"{res.status}/{res.reason}: {res.detail}"
                 _bad(c, "fail", f"lamp.set {level} %: {why}",
                      "check the lamp driver wiring and the link; see "
                      "/var/log/smartpole/controller.log", steps=steps)
                 return
             tel = await self._telemetry(_lamp_at(level), after=t)
-            if tel is None:
+            if tel is None or tel.lamp is None:
                 _bad(c, "fail", f"telemetry never showed the lamp at {level} %",
                      "the firmware accepted the command but the level did not follow: check "
                      "the lamp driver", steps=steps)
                 return
-            step["telemetry_level"] = tel["lamp"]["level"]
-            step["duty"] = tel["lamp"]["duty"]
+            step["telemetry_level"] = tel.lamp.level
+            step["duty"] = tel.lamp.duty
             if level in (max(self.opts.sweep), min(self.opts.sweep)):
                 # Sensors are sampled on their own schedule: the power reading of the
                 # message that first shows the new level may predate it; take the next.
                 nxt = await self._telemetry(_lamp_at(level), after=time.monotonic())
-                step["power_w"] = ((nxt or {}).get("sensors") or {}).get("power_w")
+                step["power_w"] = nxt.sensors.power_w if nxt and nxt.sensors else None
         if restore is not None and restore != self.opts.sweep[-1]:
-            await self.link.command({"type": "lamp.set", "level": restore, "fade_ms": 1000}, 10)
+            await self.link.command(LampSet(type="lamp.set", level=restore, fade_ms=1000), 10)
         powered = [(s["level"], s["power_w"]) for s in steps if s.get("power_w") is not None]
         detail: dict[str, Any] = {"steps": steps, "restored_to": restore}
         if len(powered) >= 2:
@@ -343,16 +343,16 @@ class Commissioning:
         if not self.cfg.camera.enabled:
             c.status, c.summary = "skip", "no camera configured (camera.enabled = false)"
             return
-        first = await self._telemetry(lambda m: m.get("camera") is not None)
-        if first is None:
+        first = await self._telemetry(lambda m: m.camera is not None)
+        if first is None or first.camera is None:
             _bad(c, "fail", "telemetry has no camera section", "check camera.source and the "
                  "controller log")
             return
-        f0 = first["camera"]["frames"]
-        later = await self._telemetry(lambda m: m.get("camera") is not None
-                                      and m["camera"]["frames"] > f0, after=time.monotonic())
+        f0 = first.camera["frames"]
+        later = await self._telemetry(lambda m: m.camera is not None
+                                      and m.camera["frames"] > f0, after=time.monotonic())
         advancing = later is not None
-        cam = (later or first)["camera"]
+        cam = later.camera if later is not None and later.camera else first.camera
         size = (cam["width"], cam["height"])
         want = self.opts.frame_size or (
             (self.snapshot.width, self.snapshot.height) if self.snapshot else None)
@@ -434,8 +434,8 @@ class Commissioning:
               "coarsened", **detail)
 
 
-def _lamp_at(level: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda m: (m.get("lamp") or {}).get("level") == level
+def _lamp_at(level: int) -> Callable[[Telemetry], bool]:
+    return lambda m: m.lamp is not None and m.lamp.level == level
 
 
 def _redact(url: str) -> str:

@@ -30,7 +30,7 @@ def report_dict(com: Commissioning, started: str, finished: str) -> dict[str, An
         "finished_at": finished, "polectl_version": __version__,
         "config": str(com.config_path), "broker": "{}:{}".format(*com._broker()[:2]),
         "location": {"latitude": com.cfg.pole.latitude, "longitude": com.cfg.pole.longitude},
-        "birth": com.birth,
+        "birth": com.birth.payload() if com.birth else None,
         "checks": [asdict(c) for c in com.checks],
         "snapshot": None if com.snapshot is None else {
             "width": com.snapshot.width, "height": com.snapshot.height,

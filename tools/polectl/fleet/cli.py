@@ -15,14 +15,16 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edge_controller.config import POLE_ID_RE
+from edge_controller.uplink.trust import load_public_key
 from polectl.broker import BrokerAddr, tls_context
+from polectl.commands import Signer, load_signer
 from polectl.console import err, out
 from polectl.fleet.city import FleetReport, run_fleet
 from polectl.fleet.ingest import Ingest, IngestConfig, run_ingest
 from polectl.fleet.mqtt import MqttProtocolError
 from polectl.fleet.pole import DEFAULT_ROOT, FleetConfig, SimFleetPole
 from polectl.fleet.script import load_script
-from polectl.keyfile import broker_password
+from polectl.keyfile import PUBLIC, broker_password, write_file
 
 
 def _broker_or_exit(s: str) -> BrokerAddr:
@@ -30,6 +32,28 @@ def _broker_or_exit(s: str) -> BrokerAddr:
         return BrokerAddr.parse(s)
     except ValueError as e:
         err.print(f"[red]--broker[/]: {e}")
+        raise typer.Exit(2) from None
+
+
+def _test_signer(public_out: Path) -> Signer:
+    """A test command key made now: its public half written to `public_out` (for
+    fleet-sim --command-key), the private half only in this process."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = Ed25519PrivateKey.generate()
+    write_file(public_out, key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), PUBLIC)
+    return key.sign
+
+
+def _signer_or_exit(sign_key: Path | None, test_key_out: Path | None) -> Signer | None:
+    try:
+        if sign_key is not None:
+            return load_signer(sign_key)
+        return _test_signer(test_key_out) if test_key_out is not None else None
+    except (OSError, ValueError) as e:
+        err.print(f"[red]{'--sign-key' if sign_key else '--test-key-out'}[/]: {e}")
         raise typer.Exit(2) from None
 
 
@@ -79,6 +103,10 @@ def fleet_sim_command(
     username: UserOpt = None,
     password: PassOpt = None,
     ca_file: CaOpt = None,
+    command_key: Annotated[Path | None, typer.Option(
+        help="The city's public command key (PEM): every pole then requires signed "
+        "commands and verifies them like a provisioned pole (ingest --sign-key or "
+        "--test-key-out signs them); without it the poles run unsigned commands.")] = None,
     report: ReportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -94,10 +122,15 @@ def fleet_sim_command(
     except ValueError as e:
         err.print(f"[red]--script[/]: {e}")
         raise typer.Exit(2) from None
+    try:
+        key = load_public_key(command_key) if command_key is not None else None
+    except (OSError, ValueError) as e:
+        err.print(f"[red]--command-key[/]: {e}")
+        raise typer.Exit(2) from None
     cfg = FleetConfig(addr, poles, prefix, root, interval, duration, events_per_hour, steps,
                       session_expiry, seed=seed, username=username,
                       password=broker_password(password),
-                      tls=tls_context(addr.tls, ca_file))
+                      tls=tls_context(addr.tls, ca_file), command_key=key)
 
     def ready(_live: list[SimFleetPole]) -> None:
         if report is not None:  # for benchmarks: the fleet is connected, steady state begins
@@ -170,6 +203,12 @@ def ingest_command(
     command_expiry: Annotated[int, typer.Option(min=1, help="expires_at and MQTT 5 message "
                                                 "expiry of those commands, seconds.")] = 30,
     limit: Annotated[int, typer.Option(help="Poles shown in the table.")] = 30,
+    sign_key: Annotated[Path | None, typer.Option(
+        help="The city's private command key (Ed25519 PEM): commands are signed with it "
+        "and bound to their pole.")] = None,
+    test_key_out: Annotated[Path | None, typer.Option(
+        help="Sign with a test key made at start; its public half is written here for "
+        "fleet-sim --command-key.")] = None,
     username: UserOpt = None,
     password: PassOpt = None,
     ca_file: CaOpt = None,
@@ -185,7 +224,7 @@ def ingest_command(
         raise typer.Exit(2)
     cfg = IngestConfig(addr, group, root, workers, client_id, session_expiry, command_rate,
                        command_expiry, username, broker_password(password),
-                       tls_context(addr.tls, ca_file))
+                       tls_context(addr.tls, ca_file), _signer_or_exit(sign_key, test_key_out))
 
     async def go() -> Ingest:
         stop = asyncio.Event()

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from rich.table import Table
 
-from edge_controller.clock import utc_iso
+from edge_controller.api import Birth, Event, LampSet, Ping, Result, State, Telemetry
+from polectl.apiread import model_for, read
 from polectl.broker import BrokerAddr
+from polectl.commands import Signer, command
 from polectl.fleet.mqtt import MqttSession
 from polectl.fleet.pole import DEFAULT_ROOT
 
@@ -99,8 +102,9 @@ class Ingest:
             p = self.poles[pid] = PoleSummary(pid)
         return p
 
-    # Long: one branch per topic kind around the shared dedup and latency bookkeeping.
     def apply(self, topic: str, payload: bytes, now: float | None = None) -> None:
+        """One message as the API's model (a tolerant reader: unknown keys and topics
+        ignored; not JSON, or not a v1 message of its kind, counts as malformed)."""
         now = time.time() if now is None else now
         self.messages += 1
         self.last_message = time.monotonic()
@@ -113,57 +117,64 @@ class Ingest:
             if kind == "state":
                 self.poles.pop(pid, None)
             return
-        try:
-            msg = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.malformed += 1
-            return
-        if not isinstance(msg, dict):
-            self.malformed += 1
-            return
-        p = self.pole(pid)
-        if kind == "state":
-            p.state, p.reason = str(msg.get("state", "?")), str(msg.get("reason", ""))
-            return
-        if kind == "birth":
-            p.boot_id = str(msg.get("boot_id", ""))
-            p.controller_version = str(msg.get("controller_version", ""))
-            p.firmware_version = str((msg.get("firmware") or {}).get("version", ""))
-            return
-        if kind not in ("telemetry", "events", "cmd/result"):
+        model = model_for(kind)
+        if model is None:
             return  # tolerant reader: a topic from a later minor version
-        ts = str(msg.get("ts", ""))
-        seq = msg.get("seq")
+        try:
+            msg = read(model, json.loads(payload))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            msg = None
+        if msg is None:
+            self.malformed += 1
+            return
+        self._apply(self.pole(pid), kind, msg, now)
+
+    def _apply(self, p: PoleSummary, kind: str, msg: BaseModel, now: float) -> None:
+        if isinstance(msg, State):
+            p.state, p.reason = msg.state, msg.reason
+        elif isinstance(msg, Birth):
+            p.boot_id, p.controller_version = msg.boot_id, msg.controller_version
+            p.firmware_version = msg.firmware.version if msg.firmware else ""
+        elif isinstance(msg, Telemetry | Event | Result) and self._first(p, kind, msg, now):
+            self._record(p, msg)
+
+    def _first(self, p: PoleSummary, kind: str, msg: Telemetry | Event | Result,
+               now: float) -> bool:
+        """Count a record once (QoS 1 may repeat it) with its publish-to-consume latency."""
         # API 1.2: (pole, seq) identifies a record; before it, (pole, kind, ts, event/id).
-        key = ((pid, "seq", str(seq)) if isinstance(seq, int) else
-               (pid, kind, ts + str(msg.get("event", msg.get("id", "")))))
+        tail = msg.event if isinstance(msg, Event) else (
+            str(msg.id) if isinstance(msg, Result) else "")
+        key = ((p.pole_id, "seq", str(msg.seq)) if msg.seq is not None else
+               (p.pole_id, kind, msg.ts + tail))
         if key in self.seen:
             self.duplicates += 1
-            return
+            return False
         self.seen.add(key)
         self.unique[kind] += 1
-        if isinstance(seq, int):
+        if msg.seq is not None:
             p.seq_count += 1
-            p.max_seq = max(p.max_seq, seq)
-        sent = _ts_epoch(ts)
+            p.max_seq = max(p.max_seq, msg.seq)
+        sent = _ts_epoch(msg.ts)
         if sent is not None:
             lat = max(0.0, (now - sent) * 1000)
             self.latencies_ms.append(lat)
             p.max_latency_ms = max(p.max_latency_ms, lat)
-        p.last_ts = ts
-        if kind == "telemetry":
+        p.last_ts = msg.ts
+        return True
+
+    def _record(self, p: PoleSummary, msg: Telemetry | Event | Result) -> None:
+        if isinstance(msg, Telemetry):
             p.telemetry += 1
-            lamp = msg.get("lamp") or {}
-            sens = msg.get("sensors") or {}
-            p.lamp = lamp.get("level")
-            p.lux = sens.get("lux")
-            p.door_open = sens.get("door_open")
-            p.clock_synced = (msg.get("clock") or {}).get("synced")
-        elif kind == "events":
-            p.events[str(msg.get("event"))] += 1
+            p.lamp = msg.lamp.level if msg.lamp else None
+            p.lux = float(msg.sensors.lux) if msg.sensors and msg.sensors.lux is not None \
+                else None
+            p.door_open = msg.sensors.door_open if msg.sensors else None
+            p.clock_synced = msg.clock.synced
+        elif isinstance(msg, Event):
+            p.events[msg.event] += 1
         else:
-            p.results[str(msg.get("status"))] += 1
-            t_sent = self.commands_sent.pop(str(msg.get("id")), None)
+            p.results[msg.status] += 1
+            t_sent = self.commands_sent.pop(str(msg.id), None)
             if t_sent is not None:
                 self.command_rtts_ms.append((time.monotonic() - t_sent) * 1000)
 
@@ -220,14 +231,9 @@ class IngestConfig:
     username: str | None = None
     password: str | None = None
     tls: ssl.SSLContext | None = None
-
-
-def command_payload(cid: str, body: dict[str, Any], expires_in_s: float | None) -> bytes:
-    env: dict[str, Any] = {"id": cid, "issued_at": utc_iso()}
-    if expires_in_s is not None:
-        env["expires_at"] = utc_iso(time.time() + expires_in_s)
-    env["body"] = body
-    return json.dumps(env, separators=(",", ":")).encode()
+    # The city's command key: commands are signed with it (and bound to their pole), as a
+    # backend does for provisioned poles; None sends them unsigned.
+    signer: Signer | None = None
 
 
 async def run_ingest(cfg: IngestConfig, stop: asyncio.Event,
@@ -267,14 +273,14 @@ async def run_ingest(cfg: IngestConfig, stop: asyncio.Event,
                 n += 1
                 pid = rng.choice(online)
                 cid = f"ingest-{n}"
-                body: dict[str, Any] = ({"type": "ping"} if n % 2 else
-                                        {"type": "lamp.set", "level": rng.randrange(0, 101),
-                                         "fade_ms": 1000})
+                body: Ping | LampSet = (Ping(type="ping") if n % 2 else
+                                        LampSet(type="lamp.set", level=rng.randrange(0, 101),
+                                                fade_ms=1000))
+                msg = command(cid, body, pid, cfg.command_expiry_s, cfg.signer)
                 state.commands_sent[cid] = time.monotonic()
                 # MQTT 5 message expiry: a pole that is away longer never gets it late.
                 with contextlib.suppress(ConnectionError, TimeoutError):
-                    await clients[0].publish(f"{cfg.root}/{pid}/cmd",
-                                             command_payload(cid, body, cfg.command_expiry_s),
+                    await clients[0].publish(f"{cfg.root}/{pid}/cmd", msg,
                                              message_expiry_s=cfg.command_expiry_s)
     finally:
         for cl in clients:

@@ -16,18 +16,49 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_controller.api import (
+    API_VERSION,
+    CAPABILITIES,
+    TOPIC_ROOT,
+    Birth,
+    Event,
+    Firmware,
+    LampSet,
+    Ping,
+    Reboot,
+    Result,
+    State,
+    Telemetry,
+)
+from edge_controller.api.commands import Rejection, command_type, parse
+from edge_controller.api.messages import Clock, Lamp, Link, Mqtt, Process, Sensors, TaskHealth
 from edge_controller.clock import utc_iso
-from edge_controller.uplink import commands as cmdparse
+from edge_controller.link.codec import PROTO_MAJOR, PROTO_MINOR
+from edge_controller.uplink.trust import TrustPolicy
+from edge_controller.version import __version__
 from polectl.broker import BrokerAddr
 from polectl.fleet.mqtt import MqttProtocolError, MqttSession, Will
 from polectl.fleet.script import Step
 
-DEFAULT_ROOT = "smartpole/v1"
+DEFAULT_ROOT = TOPIC_ROOT
 
 EVENT_PAIRS = [("door_opened", "door_closed"), ("tilt_alarm", "tilt_cleared"),
                ("mains_lost", "mains_restored"), ("fault_raised", "fault_cleared")]
-CAPABILITIES = ["lamp", "lux", "temp", "door", "tilt", "power", "din", "amp", "wdt",
-                "failsafe", "mqtt5"]
+# What a simulated pole has (no camera, no update slots, no peripherals), in the API's order.
+SIM_CAPABILITIES = [c for c in CAPABILITIES if c in {"lamp", "lux", "temp", "door", "tilt",
+                                                     "power", "din", "amp", "wdt", "failsafe",
+                                                     "mqtt5"}]
+# The commands a simulated pole carries out (others: rejected/unsupported).
+SIM_COMMANDS = [command_type(b) for b in (LampSet, Reboot, Ping)]
+# The controller's core tasks (edge_controller/app.py's always-on TaskSpecs and health;
+# tests/tools/test_fleet.py keeps the two lists equal).
+CORE_TASKS = ("link", "uplink", "telemetry", "lamp_poll", "health")
+LINK_PROTOCOL = f"{PROTO_MAJOR}.{PROTO_MINOR}"
+
+
+_RUNNING = TaskHealth(healthy=True, restarts=0, state="running")
 
 
 def _dumps(d: dict[str, Any]) -> bytes:
@@ -51,6 +82,10 @@ class FleetConfig:
     username: str | None = None
     password: str | None = None
     tls: ssl.SSLContext | None = None
+    # The city's public command key: with it, every pole requires signed commands and
+    # verifies them as a provisioned pole does (TrustPolicy); without, they run unsigned.
+    command_key: Ed25519PublicKey | None = None
+    max_lifetime_s: float = 900.0
 
 
 @dataclass
@@ -89,6 +124,8 @@ class SimFleetPole:
         self._reply: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.seq = 0  # API 1.2: per-pole record sequence on telemetry, events, results
         self.client: MqttSession | None = None
+        self.trust = TrustPolicy(cfg.command_key, cfg.command_key is not None,
+                                 max_lifetime_s=cfg.max_lifetime_s, pole_id=self.pole_id)
         self._boot()
 
     def _boot(self) -> None:
@@ -104,51 +141,47 @@ class SimFleetPole:
         self._last_ts_ms = ms
         return utc_iso(ms / 1000)
 
-    def _stamp(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"v": 1, "pole_id": self.pole_id, "ts": self._ts(), **payload}
+    def _header(self) -> dict[str, Any]:
+        return {"pole_id": self.pole_id, "ts": self._ts()}
 
     def state(self, state: str, reason: str, ts: bool = True) -> bytes:
-        return _dumps({"v": 1, "pole_id": self.pole_id, "state": state,
-                       "ts": self._ts() if ts else None, "reason": reason})
+        msg = State.model_validate({"pole_id": self.pole_id, "state": state,
+                                    "ts": self._ts() if ts else None, "reason": reason})
+        return _dumps(msg.payload())
 
     def birth(self) -> dict[str, Any]:
-        return self._stamp({
-            "boot_id": self.boot_id, "started_at": self.started_at,
-            "controller_version": "0.1.0",
-            "firmware": {"version": "0.1.0", "board_id": f"fleet-{self.index:08x}",
-                         "protocol": "1.0"},
-            "config_version": f"{self.index:016x}"[-16:], "models": {},
-            "capabilities": CAPABILITIES,
-        })
+        return Birth(
+            **self._header(), boot_id=self.boot_id, started_at=self.started_at,
+            controller_version=__version__,
+            firmware=Firmware(version=__version__, board_id=f"fleet-{self.index:08x}",
+                              protocol=LINK_PROTOCOL),
+            config_version=f"{self.index:016x}"[-16:], models={},
+            capabilities=SIM_CAPABILITIES, api_version=API_VERSION, commands=SIM_COMMANDS,
+            command_signatures=self.trust.mode,
+        ).payload()
 
     def telemetry(self) -> dict[str, Any]:
         up = time.monotonic() - self.started
         ticks = int(up * 2)
-        return self._stamp({
-            "clock": {"synced": True, "source": "adjtimex"},
-            "lamp": {"level": self.level, "target": self.level,
-                     "duty": round(self.level * 655.35), "on": self.level > 0,
-                     "failsafe": False},
-            "sensors": {"lux": self.lux, "temp_c": self.temp_c, "door_open": self.door_open,
-                        "tilt_deg": self.tilt_deg, "power_w": round(self.level * 0.9, 1),
-                        "energy_wh": self.energy_wh, "mains": self.mains},
-            "digital_inputs": 0,
-            "link": {"up": True, "port": "/dev/ttyUSB0", "rtt_ms": 3.2, "tx_frames": ticks,
-                     "rx_frames": ticks, "crc_errors": 0, "framing_errors": 0, "oversize": 0,
-                     "resyncs": 0, "naks_received": 0, "retries": 0, "timeouts": 0,
-                     "firmware_stats": None},
-            "process": {"uptime_s": round(up, 3), "cpu_percent": 1.5, "rss_mb": 80.0,
-                        "tasks": {t: {"healthy": True, "restarts": 0, "state": "running"}
-                                  for t in ("link", "uplink", "telemetry", "lamp_poll")}},
-            "camera": None,
-            "crossing": None,
-            "dimming": None,
-            "visibility": None,
-            "mqtt": {"protocol": "5", "reconnects": self.counts.reconnects,
-                     "commands_received": self.counts.commands,
-                     "commands_rejected": self.counts.commands_rejected,
-                     "queued": 0, "dropped": 0, "refused": self.counts.refused},
-        })
+        c = self.counts
+        return Telemetry(
+            **self._header(), clock=Clock(synced=True, source="adjtimex"),
+            lamp=Lamp(level=self.level, target=self.level, duty=round(self.level * 655.35),
+                      on=self.level > 0, failsafe=False),
+            sensors=Sensors(lux=self.lux, temp_c=self.temp_c, door_open=self.door_open,
+                            tilt_deg=self.tilt_deg, power_w=round(self.level * 0.9, 1),
+                            energy_wh=self.energy_wh, mains=self.mains),
+            digital_inputs=0,
+            link=Link(up=True, port="/dev/ttyUSB0", rtt_ms=3.2, tx_frames=ticks,
+                      rx_frames=ticks, crc_errors=0, framing_errors=0, oversize=0, resyncs=0,
+                      naks_received=0, retries=0, timeouts=0, firmware_stats=None),
+            process=Process(uptime_s=round(up, 3), cpu_percent=1.5, rss_mb=80.0,
+                            tasks={t: _RUNNING for t in CORE_TASKS}),
+            camera=None, crossing=None, dimming=None, visibility=None,
+            mqtt=Mqtt(protocol="5", reconnects=c.reconnects, commands_received=c.commands,
+                      commands_rejected=c.commands_rejected, queued=0, dropped=0,
+                      refused=c.refused),
+        ).payload()
 
     # ---- commands -----------------------------------------------------------------
 
@@ -156,21 +189,31 @@ class SimFleetPole:
         if topic != f"{self.base}/cmd":
             return
         self.counts.commands += 1
-        cmd = cmdparse.parse(payload, time.time())
-        if isinstance(cmd, cmdparse.Rejection):
-            self.counts.commands_rejected += 1
-            res = {"id": cmd.id, "status": "rejected", "reason": cmd.reason,
-                   "detail": cmd.detail}
-        elif isinstance(cmd.body, cmdparse.LampSet):
+        now = time.time()
+        cmd = parse(payload, now)
+        if isinstance(cmd, Rejection):
+            res = self._result(cmd.id, "rejected", cmd.reason, cmd.detail)
+        elif (refused := self.trust.check(json.loads(payload), cmd, now)) is not None:
+            res = self._result(cmd.id, "rejected", *refused)
+        elif isinstance(cmd.body, LampSet):
             self.level = cmd.body.level
-            res = {"id": cmd.id, "status": "ok", "reason": "done",
-                   "detail": f"lamp to {cmd.body.level} % over {cmd.body.fade_ms} ms"}
-        elif isinstance(cmd.body, cmdparse.Reboot):
-            res = {"id": cmd.id, "status": "ok", "reason": "done",
-                   "detail": f"{cmd.body.target} reboot (simulated)"}
+            res = self._result(cmd.id, "ok", "done",
+                               f"lamp to {cmd.body.level} % over {cmd.body.fade_ms} ms")
+        elif isinstance(cmd.body, Reboot):
+            res = self._result(cmd.id, "ok", "done", f"{cmd.body.target} reboot (simulated)")
+        elif isinstance(cmd.body, Ping):
+            res = self._result(cmd.id, "ok", "done", "pong")
         else:
-            res = {"id": cmd.id, "status": "ok", "reason": "done", "detail": "pong"}
-        self._reply.put_nowait(("cmd/result", self._stamp(res)))
+            res = self._result(cmd.id, "rejected", "unsupported",
+                               f"{cmd.body.type}: not simulated by fleet-sim")
+        self._reply.put_nowait(("cmd/result", res))
+
+    def _result(self, cid: str | None, status: str, reason: str, detail: str
+                ) -> dict[str, Any]:
+        if status == "rejected":
+            self.counts.commands_rejected += 1
+        return Result.model_validate({**self._header(), "id": cid, "status": status,
+                                      "reason": reason, "detail": detail}).payload()
 
     # ---- the pole's life ------------------------------------------------------------
 
@@ -217,7 +260,7 @@ class SimFleetPole:
             self.door_open = name == "door_opened"
         elif name in ("mains_lost", "mains_restored"):
             self.mains = name == "mains_restored"
-        return self._stamp({"event": name, "detail": detail})
+        return Event(**self._header(), event=name, detail=detail).payload()
 
     def random_event(self) -> dict[str, Any]:
         pair = self.rng.choice(EVENT_PAIRS)

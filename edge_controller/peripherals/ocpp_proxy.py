@@ -54,7 +54,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from edge_controller.clock import utc_iso
-from edge_controller.peripherals.base import Adapter, Sink
+from edge_controller.peripherals.adapter import Adapter, Sink
 from edge_controller.peripherals.config import (
     CONNECTOR_STATES,
     ChargePointAuth,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edge_controller.uplink import commands
-from edge_controller.uplink.commands import Envelope, LampSet, Ping, Reboot, Rejection
+from edge_controller.api import commands
+from edge_controller.api.commands import Envelope, LampSet, Ping, Reboot, Rejection
 
 NOW = datetime(2026, 11, 28, 23, 15, 30, tzinfo=UTC).timestamp()
 ISSUED = "2026-11-28T23:15:00.000Z"

@@ -12,9 +12,9 @@ import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_controller.api import commands
 from edge_controller.config import ConfigError, parse
 from edge_controller.link import codec
-from edge_controller.uplink import commands
 
 N = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=N, deadline=None, derandomize=True, database=None,

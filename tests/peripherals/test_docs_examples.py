@@ -57,7 +57,7 @@ def test_the_silent_charger_deadline_is_the_one_the_code_and_tests_use() -> None
 
 
 def test_mqtt_md_describes_the_periph_status_and_events() -> None:
-    from edge_controller.peripherals.base import EVENTS
+    from edge_controller.peripherals.monitor import EVENTS
 
     mqtt = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
     assert "RESERVED" not in mqtt

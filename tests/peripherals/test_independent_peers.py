@@ -20,8 +20,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from edge_controller.peripherals.base import PeripheralHub
 from edge_controller.peripherals.config import ModbusSettings, OcppSettings
+from edge_controller.peripherals.hub import PeripheralHub
 from edge_controller.peripherals.modbus_charger import ModbusBus, ModbusReject
 from edge_controller.peripherals.ocpp_proxy import MAX_FRAME_BYTES, OcppProxyAdapter
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge_controller.peripherals.base import DeviceMonitor, Output, RateLimitedLog
+from edge_controller.peripherals.monitor import DeviceMonitor, Output, RateLimitedLog
 from edge_controller.peripherals.status import ChargerStatus, ScreenStatus
 
 from .conftest import validate_status

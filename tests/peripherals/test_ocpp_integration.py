@@ -13,7 +13,7 @@ from polesim.peripherals.demo import free_port
 from polesim.peripherals.ocpp import SimCentralSystem, SimChargePoint
 from websockets.exceptions import InvalidStatus
 
-from edge_controller.peripherals.base import PeripheralHub
+from edge_controller.peripherals.hub import PeripheralHub
 from edge_controller.peripherals.ocpp_proxy import OcppProxyAdapter
 
 from .conftest import Captured, running_hub, state

@@ -26,8 +26,8 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
-from edge_controller.peripherals.base import PeripheralHub
 from edge_controller.peripherals.config import OcppSettings, PeripheralsConfig
+from edge_controller.peripherals.hub import PeripheralHub
 from edge_controller.peripherals.ocpp_proxy import (
     OcppProxyAdapter,
     basic_credentials,

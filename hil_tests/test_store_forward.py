@@ -19,6 +19,8 @@ from polesim.broker import mosquitto_path, start_mosquitto
 from polesim.firmware import PanelClient
 from polesim.pole import ROOT, SimPole
 
+from tests.support import need
+
 pytestmark = pytest.mark.hil
 
 
@@ -78,8 +80,7 @@ def _wait_drained(db: Path, within_s: float) -> None:
 @pytest.fixture
 def persistent_broker() -> Any:
     if mosquitto_path() is None:
-        pytest.fail("mosquitto is required") if __import__("os").environ.get("CI") else \
-            pytest.skip("mosquitto is not installed")
+        need("mosquitto is not installed (apt-get install mosquitto)")
     b = start_mosquitto(persistence=True)
     yield b
     b.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -23,13 +22,13 @@ import pytest
 from edge_controller.camera.source import Frame, SourceSpec
 from edge_controller.camera.task import CameraTask
 from edge_controller.config import CameraConfig
+from tests.support import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "pets09-s2l1-0-119.mp4"
 SAMPLE_FRAMES = 120
 SAMPLE_FPS = 10.0
 SAMPLE_SHAPE = (576, 768, 3)
-IN_CI = os.environ.get("CI") == "true"
 
 
 def cfg(source: str, **kw: Any) -> CameraConfig:

@@ -9,8 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from edge_controller.link.client import LinkClient
 from edge_controller.update import bundle as bundles
 from edge_controller.update import signing
 from edge_controller.update.uploader import UpdateTap
+from tests.support import build_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_VERSION = "9.1.0-test"
@@ -38,17 +37,6 @@ NEW_COUNTER = 2
 SLOT_HEAP = os.environ.get("UPDATE_SIM_HEAP", "96K")
 
 
-def build(out: Path, version: str | None = None, counter: int | None = None) -> Path:
-    cmd = [sys.executable, str(ROOT / "firmware" / "build.py"), "--out", str(out)]
-    if version:
-        cmd += ["--version", version]
-    if counter is not None:
-        cmd += ["--counter", str(counter)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out
-
-
 @dataclass(frozen=True)
 class Builds:
     factory: Path
@@ -60,8 +48,8 @@ class Builds:
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     base = tmp_path_factory.mktemp("updbuild")
-    factory = build(base / "factory")
-    new = build(base / "new", NEW_VERSION, NEW_COUNTER)
+    factory = build_firmware(base / "factory")
+    new = build_firmware(base / "new", NEW_VERSION, NEW_COUNTER)
     old_version = json.loads((factory / "manifest.json").read_text())["fw_version"]
     return Builds(factory, new, old_version, NEW_VERSION)
 

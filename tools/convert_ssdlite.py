@@ -104,6 +104,7 @@ def check_images(n: int = 6) -> np.ndarray:
     return np.stack(imgs).astype(np.uint8)
 
 
+# Long: a linear script: workdir, download, convert, check, write, in that order.
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -171,7 +171,7 @@ class CameraTask:
             failures += 1
             await asyncio.sleep(delay)
 
-    # Over 60 lines: open, first-frame wait, stall watchdog and delivery share one state.
+    # Long: open, first-frame wait, stall watchdog and delivery share one state.
     async def _session(self) -> tuple[int, str]:
         """Open the source and deliver its frames until it ends, fails or stalls.
 

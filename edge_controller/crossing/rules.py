@@ -187,6 +187,7 @@ class CrossingRule:
                 return True
         return False
 
+# Long: zone presence, entry timing, grace and de-duplication: one pass over the tracks.
     def step(self, t: float, frame: int, tracks: list[Track], signal: SignalState,
              known_ids: set[int] | None = None) -> tuple[list[Violation], list[Crossing]]:
         """`t` is the signal's clock (epoch seconds live, video time in replay).

@@ -203,6 +203,7 @@ class Tracker:
 
     # ---- the frame step ------------------------------------------------------
 
+# Long: predict, match (IoU, appearance), re-identify and coast: one step on shared arrays.
     def update(self, t: float, detections: Arr,
                image: np.ndarray[Any, np.dtype[np.uint8]] | None = None) -> list[Track]:
         """One frame: detections (N, 5) x1, y1, x2, y2, score; `image` (BGR) adds

@@ -251,6 +251,7 @@ class Uploader:
 
     # ---- transfer ----------------------------------------------------------
 
+# Long: chunks, acks, retries and the commit share the transfer state and its report.
     async def upload(self, image: bytes, progress: Progress | None = None) -> UploadReport:
         """Transfer and commit `image`; on return the board holds it pending."""
         size = len(image)

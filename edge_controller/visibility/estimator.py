@@ -191,7 +191,7 @@ class VisibilityEstimator:
             self._pgeo = (D, D.copy(), L_night, ok)
         return self._pgeo
 
-    # Long on purpose: one weighted, Huber-robust regression (docstring steps 3-5).
+    # Long: one weighted, Huber-robust regression (docstring steps 3-5).
     def fit(self, lin: F32, keep: B8, ref: F32, night: bool) -> Fit | None:
         """Compare a frame with its reference; None when nothing is measurable."""
         geo = self._geo
@@ -299,7 +299,7 @@ class VisibilityEstimator:
 
     # ---- the public step ----------------------------------------------------------
 
-    # Long on purpose: reference, fit, smoothing, band and confidence in running order.
+    # Long: reference, fit, smoothing, band and confidence in running order.
     def observe(self, image: U8, t: float, regime: str, boxes: Boxes | None = None) -> Reading:
         """Analyse one frame (BGR or grey uint8) taken at `t` (s) in `regime`.
 

@@ -158,6 +158,7 @@ TOKEN_HEADER = "X-Calibrate-Token"
 COOKIE = "polectl_calibrate"
 
 
+# Long: the handler class it returns closes over the session, the token and the hosts.
 def _handler(session: Session, token: str, hosts: frozenset[str]
              ) -> type[BaseHTTPRequestHandler]:
     """`token`: the per-session secret in the URL polectl prints; the page gets it as a

@@ -318,6 +318,7 @@ def _fail(e: DeployError | UpdateError, as_json: bool) -> typer.Exit:
     return typer.Exit(1)
 
 
+# Long: most of it is the option list typer turns into the command line.
 def deploy(
     port: Annotated[str | None, typer.Option(
         "--port", "-p", help="Serial port of the board (or the sim's pty path).")] = None,

@@ -3,6 +3,10 @@ reports a config it cannot use."""
 
 from __future__ import annotations
 
+import json
+from typing import NoReturn
+
+import typer
 from rich.console import Console
 
 from edge_controller.config import ConfigError
@@ -18,3 +22,13 @@ def print_config_problems(e: ConfigError, hint: str | None = None) -> None:
         err.print(f"[red]{e.source}[/]: [bold]{k}[/]: {r}")
     if hint:
         err.print(hint)
+
+
+def fail(what: str, error: object, as_json: bool, code: int = 2) -> NoReturn:
+    """End a command that could not do its job: `{"ok": false, "error": ...}` on stdout
+    with --json, else `what: error` in red on stderr; exit `code`."""
+    if as_json:
+        out.print_json(json.dumps({"ok": False, "error": str(error)}))
+    else:
+        err.print(f"[red]{what}[/]: {error}")
+    raise typer.Exit(code)

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from polectl.console import err, out
+from polectl.console import err, fail, out
 
 # MicroPython's firmware image offset per chip (micropython.org/download, "Installation").
 OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0,
@@ -287,11 +287,7 @@ def flash_command(
                 if rep.ok:
                     prog.update(bar, completed=100)
     except FlashError as e:
-        if as_json:
-            out.print_json(json.dumps({"ok": False, "error": str(e)}))
-        else:
-            err.print(f"[red]flash[/]: {e}")
-        raise typer.Exit(2) from None
+        fail("flash", e, as_json)
     if as_json:
         doc = {"ok": rep.ok, "port": rep.port, "chip": rep.chip, "firmware": rep.firmware,
                **rep.image, "error": rep.error, "fix": rep.fix,

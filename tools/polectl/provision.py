@@ -38,7 +38,7 @@ import typer
 import typer.core
 
 from edge_controller.config import POLE_ID_RE, ConfigError, parse
-from polectl.console import err, out
+from polectl.console import err, fail, out
 from polectl.pki import (
     KeyType,
     LocalCA,
@@ -354,11 +354,7 @@ def provision_command(
         res = provision(ident, out_dir, test_ca=test_ca, ca_cert=ca_cert, template=template,
                         force=force, command_key=command_key)
     except ProvisionError as e:
-        if as_json:
-            out.print_json(json.dumps({"ok": False, "error": str(e)}))
-        else:
-            err.print(f"[red]provision {pole_id}[/]: {e}")
-        raise typer.Exit(2) from None
+        fail(f"provision {pole_id}", e, as_json)
     if as_json:
         out.print_json(json.dumps(res))
         return
@@ -426,11 +422,7 @@ def revoke_command(
     try:
         res = revoke(pole_id, ca, out_dir, serial, reason)
     except ProvisionError as e:
-        if as_json:
-            out.print_json(json.dumps({"ok": False, "error": str(e)}))
-        else:
-            err.print(f"[red]revoke {pole_id}[/]: {e}")
-        raise typer.Exit(2) from None
+        fail(f"revoke {pole_id}", e, as_json)
     if as_json:
         out.print_json(json.dumps(res))
         return

@@ -258,6 +258,11 @@ class SightConfig(_Section):
         8, ge=1, le=200, description="Analyses whose median is the reference view (learnt at "
         "start, with enough light).",
     )
+    reference_spread: int = Field(
+        3, ge=1, le=100, description="Only every n-th analysis with enough light goes into the "
+        "reference, so that its median sees people move on (it spans reference_frames x "
+        "reference_spread analyses); until then the monitor reports `learning`, not a fault.",
+    )
     refresh_rate: float = Field(
         0.02, ge=0, le=1, description="How fast the reference follows the view while nothing "
         "is wrong (lighting drifts through the day).",
@@ -288,6 +293,11 @@ class SightConfig(_Section):
     moved_px: float = Field(
         12.0, gt=0, description="A view shifted by more than this (frame pixels) against the "
         "reference has moved: the zones no longer lie on the road.",
+    )
+    moved_margin: float = Field(
+        0.06, ge=0, le=1, description="A shift counts only when the view matches the reference "
+        "this much better (correlation) at that shift than where it is: people walking "
+        "through the view pull a weak match a few pixels aside.",
     )
     min_similarity: float = Field(
         0.5, ge=-1, le=1, description="Correlation of the coarse structure with the reference "

@@ -74,16 +74,21 @@ def _bandpass(lp: F32) -> F32:
     return np.asarray(lp - cv2.GaussianBlur(lp, (0, 0), 6.0), np.float32)
 
 
-def _shift(ref: F32, cur: F32, margin: int = 20) -> tuple[float, float]:
+def _shift(ref: F32, cur: F32, margin: int = 20, min_gain: float = 0.0
+           ) -> tuple[float, float]:
     """Where the middle of the current view lies in the reference (analysis pixels):
-    edges (band-pass) locate the view, the smooth light does not; people walking
-    cover too little of the middle to pull the match."""
+    edges (band-pass) locate the view, the smooth light does not. People walking
+    through the middle pull the match a few pixels aside while the view in place
+    matches nearly as well, so a shift counts only when it matches `min_gain`
+    (correlation) better than no shift at all."""
     a, b = _bandpass(ref), _bandpass(cur)
     h, w = b.shape
     m = min(margin, h // 4, w // 4)
     tpl = b[m:h - m, m:w - m]
     score = cv2.matchTemplate(a, tpl, cv2.TM_CCOEFF_NORMED)
-    _, _, _, (x, y) = cv2.minMaxLoc(score)
+    _, best, _, (x, y) = cv2.minMaxLoc(score)
+    if best - float(score[m, m]) < min_gain:
+        return 0.0, 0.0
     return float(x - m), float(y - m)
 
 
@@ -120,6 +125,7 @@ class SightMonitor:
         self._streak = dict.fromkeys(CAUSES, 0)
         self._calm = dict.fromkeys(CAUSES, 0)
         self._active: set[str] = set()
+        self._lit: dict[str, int] = {}  # analyses with enough light while learning
         self.analyses = 0
         self._count = 0
         self._size: tuple[int, int] | None = None
@@ -142,7 +148,7 @@ class SightMonitor:
             return self.state
         h, w = image.shape[:2]
         if self._size != (w, h):  # another camera mode: learn again
-            self._refs, self._ref, self._size = {}, {}, (w, h)
+            self._refs, self._ref, self._lit, self._size = {}, {}, {}, (w, h)
         key = "night" if night else "day"
         self.analyses += 1
         g, lp, fine = _prepare(image)
@@ -158,9 +164,13 @@ class SightMonitor:
         if transmission is not None and transmission < c.min_transmission:
             found.add("low_detectability")
         if ref is None:
+            # Spread over time: a median of neighbouring frames keeps people who walk
+            # slowly, and their ghosts later pull the view's match aside.
             refs = self._refs.setdefault(key, [])
             if "too_dark" not in found and contrast >= 2 * c.min_contrast:
-                refs.append((g, lp, fine))
+                self._lit[key] = self._lit.get(key, 0) + 1
+                if (self._lit[key] - 1) % c.reference_spread == 0:
+                    refs.append((g, lp, fine))
             if len(refs) >= c.reference_frames:
                 self._learn(key)
         else:
@@ -168,7 +178,7 @@ class SightMonitor:
             sx = w / g.shape[1]
             # Fog and night change the picture but not where things are; the checks of
             # texture and resemblance only hold in daylight-like frames.
-            dx, dy = _shift(r_lp, lp)
+            dx, dy = _shift(r_lp, lp, min_gain=c.moved_margin)
             st.shift_px = float(np.hypot(dx, dy) * sx)
             a = lp - lp.mean()
             b = r_lp - r_lp.mean()

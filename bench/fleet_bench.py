@@ -147,14 +147,20 @@ def main() -> int:
                     help="seconds the consumer gets to drain after the fleet stops")
     ap.add_argument("--keep-going", action="store_true", help="try every N even after a fail")
     ap.add_argument("--json", action="store_true", help="one JSON object per step")
-    ap.add_argument("--profile-cpu", default="", metavar="PROFILES",
-                    help="also: CPU per message of these backend profiles (comma-separated, "
-                    "e.g. homeassistant) against native, 200 poles x 30 s each "
-                    "(bench/profile_cpu.py); with --n 0 only that")
+    ap.add_argument("--profile-cpu", nargs="?", default="", metavar="PROFILES",
+                    const="homeassistant,thingsboard,sparkplug_b,huawei_iotda",
+                    help="also: CPU per message of these backend profiles (comma-separated; "
+                    "alone: all four) against native, in one run (bench/profile_cpu.py); "
+                    "with --n 0 only that")
+    ap.add_argument("--profile-cpu-poles", type=int, default=200,
+                    help="poles in each --profile-cpu run")
+    ap.add_argument("--profile-cpu-seconds", type=float, default=30.0,
+                    help="steady-state seconds of each --profile-cpu run")
     args = ap.parse_args()
     if args.profile_cpu:
         import profile_cpu
-        profile_cpu.report(profile_cpu.measure(200, 30.0, 1.0, args.profile_cpu.split(",")))
+        profile_cpu.report(profile_cpu.measure(args.profile_cpu_poles, args.profile_cpu_seconds,
+                                               1.0, args.profile_cpu.split(",")))
         if args.n == "0":
             return 0
     if args.duration is None:

@@ -4,11 +4,14 @@
 
 One process plays N poles, each with the controller's own `Uplink` (aiomqtt, its
 own connection to a local mosquitto, in-memory queue) and, in a profile run, that
-profile's `ProfileRunner` sharing the connection (tap -> translate -> queue ->
-publish). Every pole publishes telemetry every `--interval` seconds (values that
-change every time, the worst case for a profile that publishes on change) and an
-event every tenth period. Runs: native alone, then native + each profile, in one
-invocation; CPU is this process's user+system time over the steady state.
+profile's `ProfileRunner` (tap -> translate -> queue -> publish) with its default
+connection: homeassistant and thingsboard share the native one; sparkplug_b opens
+its own to the native broker (its will is the NDEATH); huawei_iotda its own, here to
+the same local mosquitto (`settings_for`) instead of Huawei's cloud. Every pole
+publishes telemetry every `--interval` seconds (values that change every time, the
+worst case for a profile that publishes on change) and an event every tenth period.
+Runs: native alone, then native + each profile, in one invocation; CPU is this
+process's user+system time over the steady state.
 `bench/fleet_bench.py --profile-cpu` runs this too.
 """
 
@@ -37,6 +40,16 @@ from edge_controller.uplink.store import RecordStore  # noqa: E402
 from edge_controller.uplink.topics import Topics  # noqa: E402
 from edge_controller.uplink.trust import ResultCache, TrustPolicy  # noqa: E402
 
+ALL = ["homeassistant", "thingsboard", "sparkplug_b", "huawei_iotda"]
+
+
+def settings_for(profile: str, url: str) -> dict[str, Any]:
+    """`[mqtt.<profile>]` for the bench: defaults, except a platform broker of its own
+    (IoTDA's default is Huawei's cloud) is the local one, with a dummy secret."""
+    if profile == "huawei_iotda":
+        return {"url": url, "secret": "bench-secret"}
+    return {}
+
 
 def telemetry(pole: str, k: int) -> dict[str, Any]:
     return Telemetry(
@@ -58,6 +71,16 @@ def telemetry(pole: str, k: int) -> dict[str, Any]:
     ).payload()
 
 
+def birth(pole: str) -> dict[str, Any]:
+    """A pole's birth (the uplink stamps v, pole_id and ts): what profiles read from it."""
+    return {"boot_id": f"boot-{pole}", "started_at": "2026-12-06T00:00:00.000Z",
+            "controller_version": "bench", "config_version": "bench",
+            "firmware": {"version": "1.4.0", "board_id": "bench", "protocol": "1"},
+            "models": {},
+            "capabilities": ["lamp"], "api_version": "1.8.0",
+            "commands": ["lamp.set", "screen.text"], "command_signatures": "off"}
+
+
 def cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -69,13 +92,14 @@ async def run(profiles: list[str], n: int, duration: float, interval: float,
     for i in range(n):
         pid = f"bench-{i:05d}"
         cfg = parse({"pole": {"id": pid},
-                     "mqtt": {"url": url, "profiles": ["native", *profiles]}})
+                     "mqtt": {"url": url, "profiles": ["native", *profiles],
+                              **{p: settings_for(p, url) for p in profiles}}})
         topics = Topics(cfg.mqtt.topic_root, pid)
 
         async def no_command(_payload: bytes) -> None:
             return None
 
-        up = Uplink(cfg.mqtt, topics, lambda pid=pid: {"pole_id": pid}, no_command)
+        up = Uplink(cfg.mqtt, topics, lambda pid=pid: birth(pid), no_command)
         disp = CommandDispatcher(TrustPolicy(), ResultCache(None), lambda r: None)
         runners = []
         for name in profiles:
@@ -92,7 +116,19 @@ async def run(profiles: list[str], n: int, duration: float, interval: float,
         if time.monotonic() > end:
             raise TimeoutError("not every pole connected in 60 s")
         await asyncio.sleep(0.2)
-    await asyncio.sleep(2)  # the connect burst (births, discovery) is not the steady state
+    # The connect burst (births, discovery) is not the steady state: wait until it has
+    # settled. On one mosquitto the ThingsBoard gateway topics are every pole's (on
+    # ThingsBoard they are per connection): each pole's device announcements reach all
+    # N poles, which ignore them; N x N messages at connect, none later.
+    def activity() -> int:
+        return sum(up.published + sum(r.published + r.received for r in rs)
+                   for _, up, rs in poles)
+
+    await asyncio.sleep(2)
+    last, end = -1, time.monotonic() + 60
+    while activity() != last and time.monotonic() < end:
+        last = activity()
+        await asyncio.sleep(1.0)
     base_native = sum(up.published for _, up, _ in poles)
     base_prof = sum(r.published for _, _, rs in poles for r in rs)
     c0, t0, k = cpu(), time.monotonic(), 0
@@ -137,7 +173,8 @@ def measure(n: int, duration: float, interval: float, profiles: list[str]) -> li
 
 def report(rows: list[dict[str, Any]]) -> None:
     print(f"profile CPU on {platform.processor() or platform.machine()} "
-          f"({_cpu_model()}), {rows[0]['poles']} poles x {rows[0]['seconds']} s:")
+          f"({_cpu_model()}, {os.cpu_count()} CPUs), {rows[0]['poles']} poles x "
+          f"{rows[0]['seconds']} s:")
     for r in rows:
         extra = r.get("extra_cpu_us_per_native_msg")
         print(f"  {'+'.join(r['profiles']):<28} {r['native_msgs']:>7} native msgs, "
@@ -161,7 +198,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--interval", type=float, default=1.0, help="telemetry period per pole, s")
-    ap.add_argument("--profiles", default="homeassistant", help="comma-separated")
+    ap.add_argument("--profiles", default=",".join(ALL), help="comma-separated")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rows = measure(a.n, a.duration, a.interval, [p for p in a.profiles.split(",") if p])

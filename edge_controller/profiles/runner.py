@@ -84,6 +84,7 @@ class ProfileRunner:
         self.published = 0
         self.stale_dropped = 0  # a session-scoped profile's backlog dropped on reconnect
         self.translate_errors = 0  # a translator bug on one native message
+        self.received = 0  # messages on the profile's subscriptions
         self.inbound_refused = 0  # platform messages refused (bad input, not allowed)
         self.commands = 0  # platform commands handed to the dispatcher
         uplink.add_tap(self.feed)
@@ -128,6 +129,7 @@ class ProfileRunner:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """A message on one of the profile's subscriptions."""
+        self.received += 1
         now = self._clock()
         try:
             r = self.profile.inbound(topic, payload, now)
@@ -373,7 +375,7 @@ class ProfileRunner:
         return {"connected": self.connected, "connects": self.connects,
                 "published": self.published, "queued": len(self.store),
                 "dropped": self.store.dropped, "stale_dropped": self.stale_dropped,
-                "commands": self.commands,
+                "commands": self.commands, "received": self.received,
                 "inbound_refused": self.inbound_refused,
                 "translate_errors": self.translate_errors}
 

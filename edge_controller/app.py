@@ -43,7 +43,7 @@ from edge_controller.uplink.topics import Topics
 from edge_controller.uplink.trust import ResultCache, TrustPolicy, load_public_key
 from edge_controller.version import __version__
 from edge_controller.visibility import commands as dimming_commands
-from edge_controller.visibility.service import DimmingService
+from edge_controller.visibility.service import DimmingService, band_distances_for
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,11 @@ class Controller:
     def _add_crossing(self, specs: list[TaskSpec]) -> CrossingService | None:
         if not self.cfg.crossing.enabled:
             return None
-        cx = CrossingService(self.cfg, self._event, self._amp)
+        # The detector is fed the dimming task's regime and the visibility task's MOR, and
+        # the calibration's distances for its fog model (issue 15).
+        cx = CrossingService(self.cfg, self._event, self._amp, light=self._light,
+                             distances=band_distances_for(self.cfg.visibility.calibration,
+                                                          self.cfg.detector.enhance.bands))
         specs += [TaskSpec("detector", cx.run_detector, "always"),
                   TaskSpec("violations", cx.run_violations, "always"),
                   TaskSpec("audio", cx.run_audio, "always")]
@@ -227,6 +231,10 @@ class Controller:
                 listener(name, detail)
             except Exception:
                 log.exception("event listener failed on %s", name)
+
+    def _light(self) -> tuple[str | None, float | None, float | None]:
+        dm = getattr(self, "dimming", None)  # built after the crossing service
+        return dm.light(time.time()) if dm is not None else (None, None, None)
 
     def _visibility_band(self) -> tuple[str, float] | None:
         dm = self.dimming

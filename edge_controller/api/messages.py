@@ -30,7 +30,14 @@ EVENTS = ("door_opened", "door_closed", "tilt_alarm", "tilt_cleared", "mains_los
           "fault_raised", "fault_cleared", "camera_lost", "camera_restored", "task_failed",
           "violation", "warning_played", "periph_lost", "periph_restored",
           "periph_fault_raised", "periph_fault_cleared", "visibility_changed",
-          "lamp_failsafe", "lamp_fault", "screen_changed")
+          "lamp_failsafe", "lamp_fault", "screen_changed", "crossing_degraded",
+          "crossing_restored")
+
+# Why the crossing function cannot see (telemetry crossing.sight.causes, since 1.9.0).
+SightCause = Literal["blocked", "moved", "defocused", "too_dark", "low_detectability",
+                     "no_frames"]
+SIGHT_CAUSES: tuple[str, ...] = ("blocked", "moved", "defocused", "too_dark",
+                                 "low_detectability", "no_frames")
 
 
 class _Model(BaseModel):
@@ -167,6 +174,30 @@ class Mqtt(_Model):
     queued: int
     dropped: int
     refused: int
+
+
+class CrossingSight(_Model):
+    """Telemetry `crossing.sight` (since 1.9.0): whether the pole can see the crossing.
+
+    `ok` false means the crossing function is degraded: an empty crossing then means
+    nothing. The crossing section itself stays a feature-built `dict` in `Telemetry`;
+    the crossing service builds this part through this model."""
+
+    ok: bool
+    causes: list[SightCause]
+    learning: bool
+    since_s: Number
+    age_s: Number | None
+    analyses: int
+    mode: Literal["clear", "fog", "night"]
+    regime: Literal["day", "twilight", "night"] | None
+    mor_m: Number | None
+    detectability: Number | None
+    shift_px: Number | None
+    similarity: Number | None
+    sharpness: Number | None
+    texture_lost: Number | None
+    brightness: Number | None
 
 
 class Telemetry(Message):

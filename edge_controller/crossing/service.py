@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_controller.api.messages import CrossingSight
 from edge_controller.camera.source import Frame
 from edge_controller.clock import utc_iso
 from edge_controller.crossing.audio import AlsaPlayer, Play, Played, WarningPolicy
@@ -25,7 +26,10 @@ from edge_controller.crossing.config import AudioConfig, CrossingConfig, SignalC
 from edge_controller.crossing.engine import CrossingEngine, zones_from_config
 from edge_controller.crossing.privacy import snapshot_jpeg
 from edge_controller.crossing.signal import Colour, PushedSignal, din_colour, parse_feed
+from edge_controller.detect.conditions import detector_conditions
 from edge_controller.detect.config import DetectorConfig
+from edge_controller.detect.pipeline import DistancesFor
+from edge_controller.detect.sight import SightWatch
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +68,35 @@ class _Result:
     detections: np.ndarray[Any, np.dtype[Any]]
 
 
+# (light regime of the dimming policy, MOR m, its confidence), each None when unknown.
+Light = Callable[[], tuple[str | None, float | None, float | None]]
+SIGHT_STALE_S = 10.0  # no frame for this long: the crossing function sees nothing
+
+
 class CrossingService:
     def __init__(
         self,
         cfg: CrossingSections,
         on_event: Callable[[str, dict[str, Any]], None],
         amp: Callable[[bool], Awaitable[bool]] | None,
+        *,
+        light: Light | None = None,
+        distances: DistancesFor | None = None,
     ) -> None:
+        """`light()`: what the dimming and visibility tasks know now (regime, MOR,
+        confidence), read before each frame; `distances(width, height)`: camera distance
+        per band of rows from the calibration, for the fog model (None: no calibration)."""
         from edge_controller.detect import DetectionPipeline  # onnxruntime: load lazily
 
         self.cfg = cfg
         self._on_event = on_event
+        self._light = light
         zones = zones_from_config(cfg.zones)
         self.engine = CrossingEngine(zones, cfg.crossing, cfg.signal, cfg.pole.timezone)
-        self.pipeline = DetectionPipeline(cfg.detector, zones=[list(z.polygon) for z in zones])
+        self.pipeline = DetectionPipeline(cfg.detector, zones=[list(z.polygon) for z in zones],
+                                          distances=distances)
+        self.sight = SightWatch(time.monotonic(), SIGHT_STALE_S)
+        self._last_frame_at: float | None = None  # monotonic, when a frame last arrived
         a = cfg.audio
         self.policy = WarningPolicy(
             timezone=cfg.pole.timezone, cooldown_s=a.cooldown_s, quiet_hours=a.quiet_hours,
@@ -101,6 +120,7 @@ class CrossingService:
         """Called by the camera task for every frame; never blocks."""
         if len(self._frames) == self._frames.maxlen:
             self.frames_dropped += 1
+        self._last_frame_at = time.monotonic()
         self._frames.append(_Job(frame, time.time()))
         self._frame_ready.set()
 
@@ -128,16 +148,39 @@ class CrossingService:
 
     async def run_detector(self) -> None:
         while True:
-            await self._frame_ready.wait()
+            try:
+                # Woken without frames too: frames that stop coming are a degraded view.
+                await asyncio.wait_for(self._frame_ready.wait(), SIGHT_STALE_S / 2)
+            except TimeoutError:
+                self.check_sight()
+                continue
             self._frame_ready.clear()
             while self._frames:
                 job = self._frames.popleft()
                 f = job.frame
+                self.feed_conditions()
+                analyses = self.pipeline.sight.analyses
                 t0 = time.perf_counter()
                 dets = await asyncio.to_thread(self.pipeline.process, f.index, f.t, f.image)
                 self.last_detect_ms = (time.perf_counter() - t0) * 1000
+                self.check_sight(self.pipeline.sight.analyses != analyses)
                 if dets is not None:
                     await self._results.put(_Result(job, dets))
+
+    def feed_conditions(self) -> None:
+        """Hand the detector the regime and MOR the dimming and visibility tasks know."""
+        if self._light is None:
+            return
+        c = detector_conditions(*self._light())
+        self.pipeline.set_conditions(c.regime, c.mor_m)
+
+    def check_sight(self, analysed: bool = False) -> None:
+        """Publish crossing_degraded / crossing_restored when the view changed."""
+        now = time.monotonic()
+        for name, detail in self.sight.check(self.pipeline.sight.state, now,
+                                             self._last_frame_at, now if analysed else None):
+            log.warning("%s: %s", name, detail)
+            self._on_event(name, detail)
 
     async def run_violations(self) -> None:
         while True:
@@ -203,4 +246,21 @@ class CrossingService:
                          "last_ms": round(self.last_detect_ms, 2),
                          "frames_dropped": self.frames_dropped},
             "audio": {"played": len(self.player.history), "skipped": dict(self.skipped)},
+            "sight": self.sight_report(),
         }
+
+    def sight_report(self) -> dict[str, Any]:
+        """Telemetry `crossing.sight`: whether the pole can see the crossing, and why not."""
+        self.check_sight()
+        p = self.pipeline
+        r = self.sight.report(p.sight.state, time.monotonic())
+        m = r.state.as_dict()
+        en = p.enhancer
+        return CrossingSight(
+            ok=r.ok, causes=r.causes, learning=r.learning,
+            since_s=r.since_s, age_s=r.age_s, analyses=p.sight.analyses, mode=en.mode,
+            regime=en.regime if en.regime in ("day", "twilight", "night") else None,
+            mor_m=None if en.mor_m is None else round(en.mor_m, 1),
+            **{k: m[k] for k in ("detectability", "shift_px", "similarity", "sharpness",
+                                 "texture_lost", "brightness")},
+        ).model_dump(mode="json")

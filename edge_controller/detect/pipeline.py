@@ -17,7 +17,7 @@ kept from before.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,9 @@ from edge_controller.detect.tiling import (
     pass_result,
     zone_regions,
 )
+
+# (frame width, height) -> camera distance (m) per band of rows, or None (no calibration).
+DistancesFor = Callable[[int, int], Sequence[float] | None]
 
 
 @dataclass
@@ -79,12 +82,15 @@ class DetectionPipeline:
 
     def __init__(self, cfg: DetectorConfig, zones: Sequence[PolygonLike] | None = None,
                  model: Detector | None = None,
-                 distances: Sequence[float] | None = None) -> None:
+                 distances: Sequence[float] | DistancesFor | None = None) -> None:
         """`distances`: camera distance (m) per band of rows (`enhance.bands`) from the
-        calibration, for fog removal with the visibility task's MOR (None: no calibration)."""
+        calibration, for fog removal with the visibility task's MOR (None: no calibration),
+        or a function of the frame's (width, height) giving them, called when the frame
+        size is first seen or changes."""
         self.cfg = cfg
         self.zones: list[PolygonLike] = [*cfg.crops.zones, *(zones or [])]
-        self.enhancer = Enhancer(cfg.enhance, distances)
+        self._distances_for = distances if callable(distances) else None
+        self.enhancer = Enhancer(cfg.enhance, None if callable(distances) else distances)
         self.sight = SightMonitor(cfg.sight)
         e = cfg.enhance
         # The model keeps everything any regime may want; each frame then applies its own.
@@ -130,6 +136,8 @@ class DetectionPipeline:
 
     def _relayout(self, width: int, height: int) -> None:
         self._size = (width, height)
+        if self._distances_for is not None:
+            self.enhancer.set_distances(self._distances_for(width, height))
         self.passes = self.layout(width, height)
         self._cache.clear()
         self._since_refresh = 0

@@ -239,3 +239,79 @@ class SightMonitor:
         self._ref[key] = (r_g * (1 - a) + g * a, r_lp, r_fine,
                      r_std * (1 - a) + _cells(lp, "std") * a,
                      r_fin * (1 - a) + _cells(fine, "abs") * a, r_sharp)
+
+
+NO_FRAMES = "no_frames"  # the detector has had no frame for `stale_s`: it sees nothing
+REPORTED = (*CAUSES, NO_FRAMES)
+
+
+@dataclass
+class SightReport:
+    """The crossing function's view as the backend gets it (telemetry `crossing.sight`)."""
+
+    ok: bool
+    causes: list[str]
+    learning: bool
+    state: SightState
+    age_s: float | None  # seconds since the last analysed frame (None: none yet)
+    since_s: float  # seconds since `ok` or the causes last changed
+
+
+class SightWatch:
+    """Sans-I/O: the monitor's state plus the frames' freshness -> degraded/restored events.
+
+    `check(state, now, last_frame_at, analysed_at)` returns the events to publish:
+    ("crossing_degraded", detail) when the function becomes degraded or its causes
+    change, ("crossing_restored", detail) when it can see again. A detector that gets
+    no frames (camera gone, a stuck task) is degraded too (`no_frames`): no frames must
+    never read as an empty crossing. While the monitor is still learning its
+    reference only the causes that need none (too dark, fog too dense, no frames) can
+    be raised; it says `learning`."""
+
+    def __init__(self, started: float, stale_s: float = 10.0) -> None:
+        self.stale_s = stale_s
+        self.started = started
+        self.causes: list[str] = []
+        self.changed_at = started
+        self.degraded_at: float | None = None
+        self.analysed_at: float | None = None
+
+    def causes_now(self, state: SightState, now: float, last_frame_at: float | None
+                   ) -> list[str]:
+        causes = [c for c in CAUSES if c in state.causes]
+        ref = self.started if last_frame_at is None else max(last_frame_at, self.started)
+        if now - ref > self.stale_s:
+            causes.append(NO_FRAMES)
+        return causes
+
+    def check(self, state: SightState, now: float, last_frame_at: float | None,
+              analysed_at: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        if analysed_at is not None:
+            self.analysed_at = analysed_at
+        causes = self.causes_now(state, now, last_frame_at)
+        if causes == self.causes:
+            return []
+        previous, self.causes, self.changed_at = self.causes, causes, now
+        if causes:
+            if self.degraded_at is None:
+                self.degraded_at = now
+            return [("crossing_degraded", {
+                "causes": list(causes), "previous": list(previous),
+                "learning": state.learning, **_measures(state)})]
+        since = self.degraded_at if self.degraded_at is not None else now
+        self.degraded_at = None
+        return [("crossing_restored", {"previous": list(previous),
+                                       "degraded_s": round(now - since, 1)})]
+
+    def report(self, state: SightState, now: float) -> SightReport:
+        return SightReport(
+            ok=not self.causes, causes=list(self.causes), learning=state.learning,
+            state=state,
+            age_s=None if self.analysed_at is None else round(max(0.0, now - self.analysed_at), 1),
+            since_s=round(max(0.0, now - self.changed_at), 1))
+
+
+def _measures(st: SightState) -> dict[str, Any]:
+    d = st.as_dict()
+    return {k: d[k] for k in ("detectability", "shift_px", "similarity", "sharpness",
+                              "texture_lost", "brightness")}

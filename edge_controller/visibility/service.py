@@ -26,8 +26,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_controller.api.commands import CommandOutcome, DimmingSchedule, LampOverride
+from edge_controller.detect.enhance import band_distances
 from edge_controller.pole_state import FAULT_LINK_LOST, FAULT_NAMES
-from edge_controller.visibility.config import DimmingConfig, SchedulePeriod, VisibilityConfig
+from edge_controller.visibility.config import (
+    CalibrationConfig,
+    DimmingConfig,
+    SchedulePeriod,
+    VisibilityConfig,
+)
 from edge_controller.visibility.estimator import (
     BANDS,
     UNKNOWN,
@@ -35,6 +41,7 @@ from edge_controller.visibility.estimator import (
     VisibilityEstimator,
     band_of,
 )
+from edge_controller.visibility.geometry import Geometry
 from edge_controller.visibility.policy import (
     Decision,
     DimmingPolicy,
@@ -319,6 +326,14 @@ class DimmingService:
             return Reading(now, None, UNKNOWN, 0.0, rd.regime, detail="no recent analysis")
         return rd
 
+    def light(self, now: float) -> tuple[str | None, float | None, float | None]:
+        """What the detector wants to know (read only): the dimming policy's lighting regime
+        (None before its first decision), and the current reading's MOR and confidence."""
+        d = self.decision
+        rd = self.current_reading(now)
+        return (None if d is None else d.regime, None if rd is None else rd.mor_m,
+                None if rd is None else rd.confidence)
+
     def _publish(self, rd: Reading) -> None:
         old = self.current_reading(rd.t)
         self.reading = rd
@@ -445,9 +460,26 @@ class DimmingService:
         }
 
 
+def band_distances_for(cal: CalibrationConfig, bands: int
+                       ) -> Callable[[int, int], list[float] | None] | None:
+    """Camera distance (m) per band of rows of a frame of (width, height) from the
+    calibration, for the detector's fog model; None without a complete calibration."""
+    if not cal.complete:
+        return None
+
+    def distances(width: int, height: int) -> list[float] | None:
+        aw = min(256, width)
+        geo = Geometry.build(cal, (width, height), (aw, max(8, round(height * aw / width))))
+        if not geo.valid.any():
+            return None
+        return [float(v) for v in band_distances(geo.d, geo.valid, bands)]
+
+    return distances
+
+
 def _ms_in(detail: str, word: str) -> int | None:
     m = re.search(word + r" (\d+) ms", detail)
     return int(m.group(1)) if m else None
 
 
-__all__ = ["BANDS", "DimmingService"]
+__all__ = ["BANDS", "DimmingService", "band_distances_for"]

@@ -663,7 +663,7 @@ def message_schema(doc: dict[str, Any], message: dict[str, Any]) -> str:
 def test_asyncapi_header(asyncapi: dict[str, Any]) -> None:
     assert asyncapi["asyncapi"] == "3.0.0"
     assert asyncapi["info"]["title"] == "Smartpole pole MQTT API"
-    assert asyncapi["info"]["version"] == "1.8.0"
+    assert asyncapi["info"]["version"] == "1.9.0"
     assert asyncapi["defaultContentType"] == "application/json"
     servers = asyncapi["servers"]
     assert set(servers) == {"mqtt", "mqtts"}

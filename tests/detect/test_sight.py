@@ -151,7 +151,7 @@ def test_a_run_started_mid_clip_raises_no_false_alarm(pets: Path) -> None:
         ok, img = cap.read()
         if not ok:
             break
-        frames.append(img)
+        frames.append(np.asarray(img, np.uint8))
     cap.release()
     bad: dict[int, list[dict[str, object]]] = {}
     for start in (400, 450, 475, 500, 525):

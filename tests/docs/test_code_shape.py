@@ -23,8 +23,6 @@ REASON = re.compile(r"^\s*# Long: \S.*")
 # -> why it waits. A test below fails once an entry is no longer needed, so the list
 # only shrinks.
 PENDING = {
-    "edge_controller/peripherals/ocpp_proxy.py": "724 lines: the OCPP proxy's split "
-    "(session, proxy, TLS/auth) is left to whoever next works on the OCPP side",
     "edge_controller/detect/sight.py:update": "issue 15 is reworking the sight monitor",
 }
 

@@ -9,12 +9,13 @@ when the section is left out). Modbus register maps are profiles: the built-in
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge_controller.configbase import is_loopback
 
 DEVICE_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 PROFILE_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,31}$"
@@ -151,15 +152,6 @@ class ChargePointAuth(_Section):
         return self
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class OcppSettings(_Section):
     listen_host: str = Field("127.0.0.1", description="Address the pole's OCPP WebSocket "
                              "server listens on (the charger connects here): loopback by "
@@ -229,7 +221,7 @@ class OcppSettings(_Section):
             raise ValueError("security_profile 2 (TLS) needs tls_cert_file and tls_key_file")
         if self.security_profile < 2 and (self.tls_cert_file or self.tls_key_file):
             raise ValueError("tls_cert_file/tls_key_file apply to security_profile 2 only")
-        if self.security_profile == 0 and not _is_loopback(self.listen_host):
+        if self.security_profile == 0 and not is_loopback(self.listen_host):
             # An id is no secret: anyone on the charger's network could connect as it.
             raise ValueError(f"listen_host {self.listen_host!r} is reachable from the network: "
                              "set security_profile 1 (HTTP Basic per charger) or 2 (TLS), or "

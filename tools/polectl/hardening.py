@@ -3,10 +3,10 @@ with how to migrate (docs/security.md, "Upgrading a pole")."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from edge_controller.config import Config
+from edge_controller.configbase import is_loopback
 
 
 @dataclass(frozen=True)
@@ -14,15 +14,6 @@ class Warning:
     key: str
     problem: str
     fix: str
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def permissive(cfg: Config) -> list[Warning]:
@@ -43,7 +34,7 @@ def permissive(cfg: Config) -> list[Warning]:
                            f"{c.max_lifetime_s:.0f} s: a captured one stays usable that long",
                            "keep it at minutes (default 900)"))
     m = cfg.mqtt
-    if not m.tls and not _loopback(m.host):
+    if not m.tls and not is_loopback(m.host):
         out.append(Warning("mqtt.url", f"{m.url} is plain MQTT over the network: commands, "
                            "telemetry and any password travel in clear",
                            "use mqtts:// with the pole's certificate (ca_file, cert_file, "

@@ -173,8 +173,12 @@ class DetectionPipeline:
         raw = image
         image = self.enhancer.apply(image)
         en = self.enhancer
+        # The night reference only when night is known (fed by the controller or fixed):
+        # a covered lens also looks like night to the frame-judged regime, and would be
+        # learnt as the night view, so a blind pole would look fine.
+        night = en.mode == "night" and "night" in (en.regime, self.cfg.enhance.regime)
         self.sight.update(raw, transmission=en.detectability if en.mode == "fog" else None,
-                          foggy=en.mode == "fog", night=en.mode == "night")
+                          foggy=en.mode == "fog", night=night)
         self.threshold = self.enhancer.score_threshold(self.cfg.score_threshold)
         if self.motion is not None:
             self.motion.update(image)

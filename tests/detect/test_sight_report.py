@@ -160,3 +160,23 @@ def _telemetry_with(crossing: dict[str, Any]) -> dict[str, Any]:
     from tests.api.test_schemas import TELEMETRY
 
     return {**TELEMETRY, "crossing": crossing}
+
+
+def test_a_covered_lens_is_not_learnt_as_the_night_view() -> None:
+    """Without a regime from the controller a covered lens (dim, smooth, grainy after
+    encoding) looks like night to the frame-judged regime; the night reference must not
+    be learnt from it, or the blind pole looks fine (found by hil_tests/test_sight.py)."""
+    from edge_controller.detect import DetectionPipeline, DetectorConfig
+
+    cfg = DetectorConfig.model_validate({"sight": {"every_frames": 1, "reference_frames": 4,
+                                                   "reference_spread": 1}})
+    p = DetectionPipeline(cfg, model=_Model())
+    rng = np.random.default_rng(3)
+    clip = _clip(30)
+    for i, img in enumerate(clip):
+        if i >= 10:
+            img = np.asarray(np.clip(cv2.GaussianBlur(img, (0, 0), 35) // 4 + 20
+                                     + rng.normal(0, 4, img.shape), 0, 255), np.uint8)
+        p.process(i, i / 10, img)
+    assert p.enhancer.mode == "night"  # what the frame-judged regime makes of it
+    assert p.sight.state.causes == ["blocked"], p.sight.state.as_dict()

@@ -59,3 +59,47 @@ def test_clear_errors(tmp_path: Path) -> None:
     notvideo.write_text("not a video")
     with pytest.raises(DetectError, match="cannot open"):
         detect_video(notvideo, None, tmp_path / "o.jsonl", progress=False)
+
+
+CALIBRATED = ('[pole]\nid = "pole-0042"\n\n[visibility.calibration]\nmounting_height_m = 8.5\n'
+              'tilt_deg = 30.0\nvfov_deg = 40.0\n')
+
+
+def test_regime_mor_and_the_config_calibration(tmp_path: Path) -> None:
+    """--regime and --mor as the live controller feeds them; the calibration's distances
+    reach the fog model (issue 15)."""
+    cfg = tmp_path / "pole.toml"
+    cfg.write_text(CALIBRATED)
+    s = detect_video(SAMPLE, cfg, tmp_path / "d.jsonl", progress=False, max_frames=3,
+                     regime="night")
+    assert s["enhance"] == "night" and s["calibration"] is True
+    s = detect_video(SAMPLE, cfg, tmp_path / "d.jsonl", progress=False, max_frames=3,
+                     regime="day", mor_m=40.0)  # dense fog by the model: fog removal runs
+    assert s["enhance"] == "fog" and s["calibration"] is True
+    s = detect_video(SAMPLE, None, tmp_path / "d.jsonl", progress=False, max_frames=3,
+                     regime="day", mor_m=40.0)  # no calibration: the MOR alone does nothing
+    assert s["calibration"] is False
+    with pytest.raises(DetectError, match="regime"):
+        detect_video(SAMPLE, None, tmp_path / "d.jsonl", progress=False, regime="dusk")
+
+
+def test_cli_detect_and_replay_take_regime_and_mor(tmp_path: Path) -> None:
+    from polectl.cli import app
+    from typer.testing import CliRunner
+
+    cfg = tmp_path / "pole.toml"
+    cfg.write_text(CALIBRATED + '\n[[zones]]\nname = "mid-road"\nkind = "carriageway"\n'
+                   'polygon = [[300, 190], [560, 175], [640, 300], [300, 290]]\n')
+    r = CliRunner().invoke(app, ["detect", str(SAMPLE), "-c", str(cfg), "--out",
+                                 str(tmp_path / "d.jsonl"), "--max-frames", "2",
+                                 "--regime", "day", "--mor", "40"])
+    assert r.exit_code == 0, r.output
+    assert '"enhance": "fog"' in r.output
+    r = CliRunner().invoke(app, ["replay", str(SAMPLE), "-c", str(cfg), "--events-out",
+                                 str(tmp_path / "e.jsonl"), "--max-frames", "2", "--json",
+                                 "--regime", "night", "--mor", "200"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["replay", str(SAMPLE), "-c", str(cfg), "--events-out",
+                                 str(tmp_path / "e.jsonl"), "--max-frames", "2",
+                                 "--regime", "dusk"])
+    assert r.exit_code == 1 and "regime" in r.output

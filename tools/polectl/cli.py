@@ -77,9 +77,16 @@ def replay(
     detections: Annotated[Path | None, typer.Option(
         help="Replay boxes saved by --save-detections instead of running the detector "
              "(try zones and plans on the same video in seconds).")] = None,
+    regime: Annotated[str | None, typer.Option(
+        help="Lighting regime: day, night or auto (judged from the frame); default: the "
+             "config's [detector.enhance] regime.")] = None,
+    mor: Annotated[float | None, typer.Option(
+        help="Visibility (MOR, m) for the fog model, with the config's "
+             "[visibility.calibration]; as the pole's visibility task would feed it.")] = None,
 ) -> None:
     """Run the crossing pipeline over a recorded video as fast as the CPU allows, in video
     time, and write its events (violations and crossings)."""
+    from polectl.detect import DetectError
     from polectl.replay import parse_start
     from polectl.replay import replay as run_replay
 
@@ -91,8 +98,8 @@ def replay(
     try:
         summary = run_replay(video, cfg, events_out, annotate, parse_start(start), max_frames,
                              progress=not as_json, save_detections=save_detections,
-                             detections=detections)
-    except (FileNotFoundError, ValueError) as e:
+                             detections=detections, regime=regime, mor_m=mor)
+    except (FileNotFoundError, ValueError, DetectError) as e:
         err.print(f"[red]replay failed[/]: {e}")
         raise typer.Exit(1) from None
     if as_json:
@@ -112,12 +119,19 @@ def detect(
     out_path: Annotated[Path, typer.Option("--out", help="Detections, one JSON object per "
                                            "analysed frame.")] = Path("detections.jsonl"),
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    regime: Annotated[str | None, typer.Option(
+        help="Lighting regime: day, night or auto (judged from the frame); default: the "
+             "config's [detector.enhance] regime.")] = None,
+    mor: Annotated[float | None, typer.Option(
+        help="Visibility (MOR, m) for the fog model, with the config's "
+             "[visibility.calibration].")] = None,
 ) -> None:
     """Run the configured detection pipeline (tiling, motion gating) over a recorded video."""
     from polectl.detect import DetectError, detect_video
 
     try:
-        summary = detect_video(video, config, out_path, progress=True, max_frames=max_frames)
+        summary = detect_video(video, config, out_path, progress=True, max_frames=max_frames,
+                               regime=regime, mor_m=mor)
     except ConfigError as e:
         print_config_problems(e)
         raise typer.Exit(2) from None

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge_controller.detect import DetectionPipeline, DetectorConfig
+from edge_controller.detect.pipeline import DistancesFor
 from polectl.configfile import load_or_raise
 
 
@@ -34,6 +35,25 @@ def load_detector_config(path: Path | None) -> DetectorConfig:
     if path is None:
         return DetectorConfig()
     return load_or_raise(path, DetectError).detector
+
+
+def with_regime(cfg: DetectorConfig, regime: str | None) -> DetectorConfig:
+    """`regime` ("day", "night", "auto": judged from the frame) over `[detector.enhance]`."""
+    if regime is None:
+        return cfg
+    if regime not in ("day", "night", "auto"):
+        raise DetectError(f"regime must be day, night or auto, not {regime!r}")
+    return cfg.model_copy(update={"enhance": cfg.enhance.model_copy(update={"regime": regime})})
+
+
+def calibration_distances(config: Path | None, bands: int) -> DistancesFor | None:
+    """Distances per band from the config's `[visibility.calibration]` (None: none), for
+    the fog model with `--mor`, as the live controller hands them to its detector."""
+    if config is None:
+        return None
+    from edge_controller.visibility.service import band_distances_for
+
+    return band_distances_for(load_or_raise(config, DetectError).visibility.calibration, bands)
 
 
 def _box(b: Any) -> list[float]:
@@ -52,12 +72,8 @@ def detect_video(video: Path, config: Path | None, out: Path, progress: bool = T
     visibility task would feed it."""
     if not video.is_file():
         raise DetectError(f"video {video} not found")
-    cfg = load_detector_config(config)
-    if regime is not None:
-        if regime not in ("day", "night", "auto"):
-            raise DetectError(f"regime must be day, night or auto, not {regime!r}")
-        cfg = cfg.model_copy(update={"enhance": cfg.enhance.model_copy(
-            update={"regime": regime})})
+    cfg = with_regime(load_detector_config(config), regime)
+    distances = calibration_distances(config, cfg.enhance.bands)
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise DetectError(f"cannot open video {video} (not a video OpenCV can read?)")
@@ -66,7 +82,7 @@ def detect_video(video: Path, config: Path | None, out: Path, progress: bool = T
     if max_frames is not None:
         total = min(total, max_frames) if total > 0 else max_frames
     try:
-        pipe = DetectionPipeline(cfg)
+        pipe = DetectionPipeline(cfg, distances=distances)
         if mor_m is not None:
             pipe.set_conditions(None, mor_m)
     except (FileNotFoundError, ValueError) as e:
@@ -124,5 +140,6 @@ def detect_video(video: Path, config: Path | None, out: Path, progress: bool = T
         "fps": round(pipe.stats.frames_seen / elapsed, 2) if elapsed > 0 else 0.0,
         "stats": pipe.stats.as_dict(),
         "enhance": pipe.enhancer.mode,
+        "calibration": distances is not None,
         "sight": pipe.sight.state.as_dict(),
     }

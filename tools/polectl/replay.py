@@ -69,11 +69,17 @@ def replay(
     progress: bool = True,
     save_detections: Path | None = None,
     detections: Path | None = None,
+    regime: str | None = None,
+    mor_m: float | None = None,
 ) -> dict[str, Any]:
     """`save_detections` writes the detector's boxes per analysed frame (.npz);
     `detections` replays such a file instead of running the detector, so zones, plans
-    and tracker settings can be tried on the same video in seconds."""
+    and tracker settings can be tried on the same video in seconds. `regime` (day,
+    night, auto) overrides `[detector.enhance] regime`; `mor_m` is the MOR the fog model
+    assumes with the config's `[visibility.calibration]`, as the live controller feeds."""
     from edge_controller.detect import DetectionPipeline  # heavy: onnxruntime
+    from edge_controller.visibility.service import band_distances_for
+    from polectl.detect import with_regime
 
     if not video.is_file():
         raise FileNotFoundError(f"video {video} not found")
@@ -94,7 +100,12 @@ def replay(
             recorded = {k: z[k] for k in z.files}
         pipeline = None
     else:
-        pipeline = DetectionPipeline(cfg.detector, zones=[list(z.polygon) for z in zones])
+        det = with_regime(cfg.detector, regime)
+        pipeline = DetectionPipeline(
+            det, zones=[list(z.polygon) for z in zones],
+            distances=band_distances_for(cfg.visibility.calibration, det.enhance.bands))
+        if mor_m is not None:
+            pipeline.set_conditions(None, mor_m)
     saved: dict[str, np.ndarray[Any, np.dtype[Any]]] = {}
     writer = None
     counts = {"frames": 0, "processed": 0, "violations": 0, "crossings": 0}

@@ -21,7 +21,7 @@ from tests.api.schemas import validate_message
 pytestmark = pytest.mark.hil
 
 ZONE = [[300, 190], [560, 175], [640, 300], [600, 420], [420, 330], [300, 290]]
-CLEAR, COVERED = 120, 120  # frames of the clear view (the whole sample), then of the covered lens
+CLEAR, COVERED = 60, 60  # frames of the clear view, then of the covered lens
 
 
 def _covered_clip(path: Path) -> Path:

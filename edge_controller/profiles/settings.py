@@ -18,8 +18,10 @@ LIMITED_COMMANDS = frozenset({"lamp.set", "screen.text"})
 
 class ProfileSettings(Section):
     url: str | None = Field(
-        None, description="The platform's own broker (mqtt://host:port or mqtts://); unset "
-        "shares the native connection ([mqtt] url, its credentials and last will).",
+        None, description="The platform's own broker (mqtt://host:port or mqtts://). Unset: "
+        "the native broker ([mqtt] url, TLS and credentials); a profile with a last will of "
+        "its own (Sparkplug B) opens its own connection there, the others share the native "
+        "connection.",
     )
     client_id: str | None = Field(
         None, description="MQTT client id on the own broker; defaults to "

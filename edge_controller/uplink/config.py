@@ -57,7 +57,8 @@ class MqttConfig(_Section):
     profiles: list[str] = Field(
         default_factory=lambda: ["native"],
         description="Backend profiles the pole speaks at once: 'native' (this API, "
-        "docs/mqtt.md), 'homeassistant'; each other profile has its own [mqtt.<name>] table, "
+        "docs/mqtt.md), 'homeassistant', 'thingsboard', 'sparkplug_b', 'huawei_iotda'; each "
+        "other profile has its own [mqtt.<name>] table, "
         "connection and queue (docs/backends.md). Without 'native' the connection only "
         "carries state and the last will.",
     )

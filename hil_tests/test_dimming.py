@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
-from polesim.pole import SAMPLE_VIDEO, SimPole
+from polesim.pole import SimPole
 
 from hil_tests.capture import Capture
+from hil_tests.fogvideo import fog_video as fogged
 from tests.support import need
-from tests.visibility import foggen as fg
 from tests.visibility.conftest import PETS_HEIGHT_M, PETS_ROLL_DEG, PETS_TILT_DEG, PETS_VFOV_DEG
 
 pytestmark = pytest.mark.hil
@@ -50,27 +48,7 @@ def _wired() -> None:
 
 def fog_video(path: Path, mor_m: float = 150.0) -> Path:
     """CLEAR_S of the sample clip, then FOG_S of it in fog, at 384x288 and FPS."""
-    cam = fg.Camera.from_params(PETS_HEIGHT_M, PETS_TILT_DEG, PETS_VFOV_DEG, PETS_ROLL_DEG,
-                                size=(384, 288))
-    depth = fg.depth_map(cam, (288, 384))
-    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
-    src = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        src.append(cv2.resize(img, (384, 288), interpolation=cv2.INTER_AREA))
-    cap.release()
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (384, 288))
-    rng = np.random.default_rng(6)
-    n_clear, n_fog = int(CLEAR_S * FPS), int(FOG_S * FPS)
-    for i in range(n_clear + n_fog):
-        lin = fg.srgb_to_linear(src[(2 * i) % len(src)])
-        if i >= n_clear:
-            lin = fg.fog(lin, depth, mor_m, rng)
-        out.write(fg.sensor(lin, rng))
-    out.release()
-    return path
+    return fogged(path, [(CLEAR_S, None), (FOG_S, mor_m)], FPS, seed=6)
 
 
 def overrides(video: Path | None) -> dict[str, Any]:

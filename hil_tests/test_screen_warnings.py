@@ -26,8 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 from polesim.peripherals.screen import ScreenSim
 from polesim.pole import SAMPLE_VIDEO, SimPole
@@ -35,9 +33,9 @@ from polesim.pole import SAMPLE_VIDEO, SimPole
 from edge_controller.clock import utc_iso
 from edge_controller.peripherals.led_screen import Utf8V1
 from hil_tests.capture import Capture
+from hil_tests.fogvideo import fog_video
 from hil_tests.test_crossing import ZONE, _red_since
 from tests.api.schemas import validate_message
-from tests.visibility import foggen as fg
 from tests.visibility.conftest import PETS_HEIGHT_M, PETS_ROLL_DEG, PETS_TILT_DEG, PETS_VFOV_DEG
 
 pytestmark = pytest.mark.hil
@@ -163,27 +161,7 @@ CLEAR_S, FOG_S, CLEAR2_S, FPS = 15.0, 25.0, 25.0, 5.0
 
 def fog_then_clear_video(path: Path, mor_m: float = 90.0) -> Path:
     """The sample clip clear, then in fog, then clear again (test_dimming's generator)."""
-    cam = fg.Camera.from_params(PETS_HEIGHT_M, PETS_TILT_DEG, PETS_VFOV_DEG, PETS_ROLL_DEG,
-                                size=(384, 288))
-    depth = fg.depth_map(cam, (288, 384))
-    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
-    src = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        src.append(cv2.resize(img, (384, 288), interpolation=cv2.INTER_AREA))
-    cap.release()
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (384, 288))
-    rng = np.random.default_rng(21)
-    a, b = int(CLEAR_S * FPS), int((CLEAR_S + FOG_S) * FPS)
-    for i in range(int((CLEAR_S + FOG_S + CLEAR2_S) * FPS)):
-        lin = fg.srgb_to_linear(src[(2 * i) % len(src)])
-        if a <= i < b:
-            lin = fg.fog(lin, depth, mor_m, rng)
-        out.write(fg.sensor(lin, rng))
-    out.release()
-    return path
+    return fog_video(path, [(CLEAR_S, None), (FOG_S, mor_m), (CLEAR2_S, None)], FPS, seed=21)
 
 
 def test_fog_drives_the_drivers_warning_on_and_off(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -59,5 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_run(cfg, args.config))
 
 
+def entry() -> None:
+    """The `pole-controller` command: `main`, then leave without tearing down the
+    interpreter. A camera capture or an inference may still be inside OpenCV or
+    onnxruntime in a worker thread; finalising Python under them sometimes aborted the
+    process ("terminate called without an active exception", exit -6 after a clean
+    SIGTERM). Everything that matters is written by now: the last telemetry and the
+    offline state are on the broker, the queue is committed, the logs are flushed here."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

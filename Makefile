@@ -36,8 +36,10 @@ lint: venv
 typecheck-firmware: venv
 	$(PY) firmware/build.py --typecheck
 
+# Fuzzing in make test: 3,000 examples per entry point keeps the suite near its time
+# budget; `make fuzz` runs 200,000.
 test: lint firmware
-	$(PY) -m pytest -q
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q
 
 # Home Assistant in its own venv (it pins its own versions of half our dependencies);
 # josepy 2 breaks acme and with it every REST call. The warm start installs what HA

@@ -137,6 +137,7 @@ class SightMonitor:
         """Whether the next processed frame is analysed (every `every_frames`)."""
         return self._count % self.cfg.every_frames == 0
 
+    # Long: one look at a frame measures every cause against the same reference view.
     def update(self, image: npt.NDArray[np.uint8], *, transmission: float | None = None,
                foggy: bool = False, night: bool = False) -> SightState:
         """Look at a raw frame (BGR). `transmission`: the fog's transmission where people

@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
         next_outage += args.outage_every_s
         k = 0
         print(f"soak: {args.minutes} min, {'accelerated' if args.accelerated else 'real time'}"
-              f", logs in {work}", flush=True)
+              f", logs in {work}; MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX')}, "
+              f"POLE_MALLOC_TRIM_S={os.environ.get('POLE_MALLOC_TRIM_S', '(default)')}",
+              flush=True)
         while (now := time.monotonic()) - t0 < duration:
             if pole.controller.poll() is not None:
                 print(f"controller exited {pole.controller.returncode}:\n"
@@ -188,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         pole.stop()
         peers.stop()
         broker.stop()
+    with open(work / "samples.jsonl", "w") as fh:
+        fh.writelines(json.dumps(s) + "\n" for s in samples)
     report(samples, pole.probe_out, args, reconnects, code)
     return 0
 
@@ -225,7 +229,8 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     cpu_pct = 100 * (warm[-1]["cpu_s"] - warm[0]["cpu_s"]) / (t[-1] - t[0])
     print(f"work after warm-up: {frames:.0f} frames, {tracks:.0f} tracks, {recon:.0f} "
           f"reconnects in {hours * 60:.1f} min; CPU {cpu_pct:.1f} % of one core")
-    for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("traced_bytes", "B"),
+    for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("malloc_used_mb", "MB"),
+                      ("malloc_free_mb", "MB"), ("malloc_heap_mb", "MB"), ("traced_bytes", "B"),
                       ("queue_kb", "KB"), ("tracks_held", ""),
                       ("fds", ""), ("threads", ""), ("tasks", ""), ("loop_lag_ms", "ms")):
         if key not in warm[0]:
@@ -250,6 +255,18 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     steps = [(float(t[i]), float(rss[i] - rss[i - 1])) for i in range(1, len(rss))
              if rss[i] - rss[i - 1] > 5.0]
     flat = tail_slope - 2 * tail_se <= args.bound_mb_h
+    if steps:  # the creep proper: from the last step to the end
+        after = [s for s in warm if s["t"] > steps[-1][0]]
+        if len(after) >= 3:
+            ta = np.array([s["t"] for s in after])
+            fa = np.array([s.get("frames", 0) for s in after]) / 1000
+            for key in ("rss_mb", "pss_mb"):
+                y = np.array([s[key] for s in after])
+                sh, seh = fit(ta / 3600, y)
+                sf, sef = fit(fa, y) if fa[-1] > fa[0] else (float("nan"), float("nan"))
+                print(f"{key} after the last step ({ta[-1] - ta[0]:.0f} s, "
+                      f"{(fa[-1] - fa[0]) * 1000:.0f} frames): {y[0]:.1f} -> {y[-1]:.1f} MB; "
+                      f"{sh:+.2f} +- {seh:.2f} MB/h; {sf:+.3f} +- {sef:.3f} MB per 1,000 frames")
     print("RSS steps over 5 MB after warm-up: "
           + (", ".join(f"+{d:.0f} MB at {at:.0f} s" for at, d in steps) or "none"))
     print(f"verdict: RSS {'flat' if flat else 'GROWING'} over the second half "
@@ -282,6 +299,9 @@ def main() -> int:
     if args.outage_every_s is None:
         args.outage_every_s = 30.0 if args.accelerated else 300.0
     os.environ.setdefault("SOAK_WARMUP_S", str(args.warmup_s))
+    # The controller's allocator as deploy/pole-controller.service sets it (override by
+    # setting MALLOC_ARENA_MAX, or POLE_MALLOC_TRIM_S=0 to turn the heap trimming off).
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     return run(args)
 
 

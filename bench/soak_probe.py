@@ -2,15 +2,17 @@
 (bench/soak_controller.py starts this instead of `python -m edge_controller.main`).
 
 Every SOAK_PROBE_INTERVAL_S it appends a JSON line to SOAK_PROBE_OUT with the
-number of asyncio tasks, the event loop's lag (how late a sleep wakes up) and the
-bytes Python's allocator holds (tracemalloc). After SOAK_WARMUP_S it takes a
-tracemalloc snapshot; at exit it writes the 15 allocation sites that grew most
-since then. The controller itself runs unchanged.
+number of asyncio tasks, the event loop's lag (how late a sleep wakes up), the
+bytes Python's allocator holds (tracemalloc) and glibc's malloc figures (mallinfo2:
+bytes in use, and bytes free but kept inside the heaps, i.e. fragmentation). After
+SOAK_WARMUP_S it takes a tracemalloc snapshot; at exit it writes the 15 allocation
+sites that grew most since then. The controller itself runs unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -27,6 +29,27 @@ _run = asyncio.run
 _base: list[tracemalloc.Snapshot] = []
 _trackers: list[Any] = []  # the controller's trackers, to count the tracks they made
 _pipelines: list[Any] = []  # and its detection pipelines, to count analysed frames
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _mallinfo() -> dict[str, float]:
+    """glibc's heap, all arenas (MB): in use by malloc (brk/heaps and mmapped blocks)
+    and held free inside the heaps. Empty elsewhere than glibc >= 2.33."""
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = _Mallinfo2
+    m = fn()
+    mb = 1024 * 1024
+    return {"malloc_used_mb": round((m.uordblks + m.hblkhd) / mb, 3),
+            "malloc_free_mb": round(m.fordblks / mb, 3),
+            "malloc_heap_mb": round((m.arena + m.hblkhd) / mb, 3)}
 
 
 def _register(cls: Any, into: list[Any]) -> None:
@@ -70,7 +93,8 @@ async def _sampler() -> None:
                 "loop_lag_ms": round(lag * 1000, 2), "traced_bytes": current,
                 "tracks_created": sum(tr._next_id - 1 for tr in _trackers),
                 "tracks_held": sum(len(tr.ids) for tr in _trackers),
-                "frames": sum(p.stats.frames_processed for p in _pipelines)})
+                "frames": sum(p.stats.frames_processed for p in _pipelines),
+                **_mallinfo()})
         if not _base and time.monotonic() - t0 >= WARMUP_S:
             _base.append(_snapshot())
             _write({"event": "baseline", "t": round(time.monotonic() - t0, 2)})

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from edge_controller import heap
 from edge_controller.config import Config, ConfigError, load
 from edge_controller.preflight import check_files
 from edge_controller.version import __version__
@@ -37,7 +38,14 @@ async def _run(cfg: Config, path: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctl.supervisor.stop, 0)
-    return await ctl.run()
+    # Maintenance beside the supervised tasks: give glibc's free pages back now and
+    # then, or RSS creeps (docs/operations.md, "Native memory"). A no-op elsewhere.
+    trimmer = asyncio.create_task(heap.trim_every(heap.period_s(), heap.glibc_trim()),
+                                  name="malloc-trim")
+    try:
+        return await ctl.run()
+    finally:
+        trimmer.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Files the config names, checked before the controller starts: the detector model,
+"""Files the config names, checked before the controller starts: the detector models,
 the warning clips and the keys. A missing or unusable one is a config error (file, key,
 path and reason; exit 2), not a traceback from deep inside a task."""
 
@@ -35,6 +35,24 @@ def _model(cfg: Config, problems: list[tuple[str, str]]) -> None:
                          f"ONNX model ({type(e).__name__}: {first})"))
 
 
+def _low_light(cfg: Config, problems: list[tuple[str, str]]) -> None:
+    ll = cfg.detector.low_light
+    if not (ll.enabled and ll.use_when):
+        return
+    path = Path(ll.model)
+    if not _readable("detector.low_light.model", path, problems):
+        return
+    from edge_controller.detect.low_light import NanoDet
+
+    try:
+        NanoDet(path)
+    # onnxruntime's errors derive from Exception only; this try holds nothing but the load.
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        problems.append(("detector.low_light.model", f"{path}: not a usable NanoDet ONNX "
+                         f"model ({type(e).__name__}: {first})"))
+
+
 def _clip(key: str, path: Path, problems: list[tuple[str, str]]) -> None:
     if not _readable(key, path, problems):
         return
@@ -65,6 +83,7 @@ def check_files(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if cfg.crossing.enabled:
         _model(cfg, problems)
+        _low_light(cfg, problems)
         from edge_controller.crossing.audio import DEFAULT_CLIPS
 
         for i, z in enumerate(cfg.zones):

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_controller import resources
+from edge_controller.detect.low_light import LowLightConfig
 
 SSD_INT8 = resources.path(resources.DETECTOR_MODEL)
 # Not in the wheel (the source of the INT8 model, a benchmark baseline): only a source
@@ -349,6 +350,9 @@ class DetectorConfig(_Section):
         default_factory=EnhanceConfig, description="Fog, night and greyscale handling.")
     sight: SightConfig = Field(
         default_factory=SightConfig, description="Whether the camera can see (health checks).")
+    low_light: LowLightConfig = Field(
+        default_factory=LowLightConfig,
+        description="The second model for night and greyscale (IR) frames.")
 
     @field_validator("input_size")
     @classmethod

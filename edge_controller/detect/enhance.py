@@ -213,27 +213,32 @@ class Enhancer:
         return default
 
     def keep(self, boxes: npt.NDArray[np.floating], scores: npt.NDArray[np.floating],
-             default: float) -> npt.NDArray[np.bool_]:
+             default: float, night: tuple[float, float] | None = None
+             ) -> npt.NDArray[np.bool_]:
         """Which boxes (frame pixels) count. At night, a box below the night threshold counts
         only where it stands out from the background (`score_threshold_night_fg`,
-        `night_fg_share`): noise makes up boxes anywhere, people stand out."""
+        `night_fg_share`): noise makes up boxes anywhere, people stand out. `night`: the
+        (night, night_fg) thresholds of another model (the low-light one)."""
         c = self.cfg
-        hi = min(default, c.score_threshold_night)
+        hi_t, fg_t = night or (c.score_threshold_night, c.score_threshold_night_fg)
+        hi = min(default, hi_t)
         keep = np.ones(len(scores), dtype=bool)
-        if self.mode != "night" or c.score_threshold_night_fg >= hi:
+        if self.mode != "night" or fg_t >= hi:
             return keep
         low = np.asarray(scores) < hi
         if low.any():
             keep[low] = self.foreground_share(np.asarray(boxes)[low]) >= c.night_fg_share
         return keep
 
-    def tidy(self, dets: npt.NDArray[np.float32], default: float) -> npt.NDArray[np.float32]:
+    def tidy(self, dets: npt.NDArray[np.float32], default: float,
+             night: tuple[float, float] | None = None) -> npt.NDArray[np.float32]:
         """At night, a box kept only thanks to the foreground that overlaps a better box at
         all (IoU above `night_low_iou`) is a fragment or a shifted copy of that person,
-        not another one: dropped. Other regimes: unchanged."""
+        not another one: dropped. Other regimes: unchanged. `night` as in `keep`."""
         c = self.cfg
-        hi = min(default, c.score_threshold_night)
-        if self.mode != "night" or len(dets) < 2 or c.score_threshold_night_fg >= hi:
+        hi_t, fg_t = night or (c.score_threshold_night, c.score_threshold_night_fg)
+        hi = min(default, hi_t)
+        if self.mode != "night" or len(dets) < 2 or fg_t >= hi:
             return dets
         order = np.argsort(-dets[:, 4])
         d = dets[order]

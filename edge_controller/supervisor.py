@@ -104,6 +104,18 @@ class Supervisor:
                     log.exception("shutdown hook failed")
             for t in tasks:
                 t.cancel()
+            # Python 3.11's asyncio.wait_for returns its result and drops a cancellation
+            # that lands just after the awaited thing completed (fixed in 3.12). A task
+            # looping on wait_for (the detector on its frames, the uplink's sender) then
+            # loops on, this TaskGroup waits for it forever and systemd SIGKILLs the pole
+            # after TimeoutStopSec (the soak saw exit -9). Cancel again until all ended.
+            pending = {t for t in tasks if not t.done()}
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.1)
+                for t in pending:
+                    log.warning("task %s ignored its cancellation; cancelling again",
+                                t.get_name())
+                    t.cancel()
         return self._exit_code
 
     async def _keep(self, spec: TaskSpec) -> None:

@@ -186,14 +186,36 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         tel.close()
     finally:
-        code = pole.stop_controller(signal.SIGTERM, within_s=20)
+        code, stop_s = stop_probed(pole, 20.0, 60.0)
         pole.stop()
         peers.stop()
         broker.stop()
     with open(work / "samples.jsonl", "w") as fh:
         fh.writelines(json.dumps(s) + "\n" for s in samples)
-    report(samples, pole.probe_out, args, reconnects, code)
+    report(samples, pole.probe_out, args, reconnects, code, stop_s)
     return 0
+
+
+def stop_probed(pole: ProbedPole, within_s: float, probe_s: float) -> tuple[int | None, float]:
+    """SIGTERM, and systemd's TimeoutStopSec: a controller whose run has not ended
+    `within_s` after it is SIGKILLed, as on a pole (exit -9). Once the probe says the
+    run ended ("stopped"), its final tracemalloc diff (not the pole's work) gets up to
+    `probe_s` more. Returns the exit code and the seconds to the end of the run."""
+    p = pole.controller
+    t0 = time.monotonic()
+    stopped: float | None = None
+    if p is not None and p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        while p.poll() is None:
+            now = time.monotonic() - t0
+            if stopped is None and pole.probe_out.exists() and \
+                    '"stopped"' in pole.probe_out.read_text():
+                stopped = now
+            if now > (within_s if stopped is None else within_s + probe_s):
+                break
+            time.sleep(0.1)
+    code = pole.stop_controller(signal.SIGKILL, within_s=5)  # if still running; the log
+    return code, stopped if stopped is not None else time.monotonic() - t0
 
 
 def probe_latest(path: Path) -> dict[str, float]:
@@ -209,7 +231,7 @@ def probe_latest(path: Path) -> dict[str, float]:
 
 
 def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespace,
-           reconnects: int, code: int | None) -> None:
+           reconnects: int, code: int | None, stop_s: float) -> None:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
                   if line.startswith("Model name")), "?")
@@ -217,7 +239,7 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     warm = [s for s in samples if s["t"] >= args.warmup_s]
     print(f"\nsoak figures ({model}, AVX-512 VNNI {'yes' if vnni else 'no'}; "
           f"{len(samples)} samples, {len(warm)} after {args.warmup_s:.0f} s warm-up; "
-          f"controller exit {code})")
+          f"controller exit {code}; its run ended {stop_s:.1f} s after SIGTERM)")
     if len(warm) < 3:
         print("too short to fit slopes")
         return
@@ -277,7 +299,8 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     except OSError:
         final = []
     if final:
-        print("tracemalloc, largest growth since the warm-up baseline:")
+        print("tracemalloc, largest growth since the warm-up baseline (diff took "
+              f"{final[-1].get('took_s', float('nan')):.1f} s):")
         for row in final[-1]["top"][:10]:
             print(f"  {row['size_diff'] / 1024:+9.1f} KiB {row['count_diff']:+7d} blocks  "
                   f"{row['site']}")

@@ -76,9 +76,12 @@ def _write(rec: dict[str, Any]) -> None:
 
 
 def _snapshot() -> tracemalloc.Snapshot:
+    # Unfiltered: filter_traces runs fnmatch in Python on every trace, which took over
+    # 20 s at the end of a soak on a loaded 2-core machine, and the driver SIGKILLed the
+    # controller before the final diff was written. tracemalloc's own lines (the baseline
+    # snapshot itself) are dropped from the diff's rows instead (`_final`).
     gc.collect()
-    return tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    return tracemalloc.take_snapshot()
 
 
 async def _sampler() -> None:
@@ -103,18 +106,24 @@ async def _sampler() -> None:
 def _final() -> None:
     if not _base:
         return
-    diff = _snapshot().compare_to(_base[0], "lineno")
+    t0 = time.monotonic()
+    diff = [s for s in _snapshot().compare_to(_base[0], "lineno")
+            if s.traceback[0].filename != tracemalloc.__file__]
     top = [{"site": str(s.traceback[0]), "size_diff": s.size_diff, "count_diff": s.count_diff,
             "size": s.size} for s in diff[:15]]
-    _write({"event": "final", "top": top})
+    _write({"event": "final", "top": top, "took_s": round(time.monotonic() - t0, 2)})
 
 
 def _probed_run(main: Coroutine[Any, Any, int], **kw: Any) -> int:
     async def wrapped() -> int:
         probe = asyncio.create_task(_sampler(), name="soak-probe")
+        t0 = time.monotonic()
         try:
             return await main
         finally:
+            # When the controller's run ended, apart from the snapshot below (seconds
+            # for a large heap), so a slow stop can be told from a slow probe.
+            _write({"event": "stopped", "t": round(time.monotonic() - t0, 2)})
             probe.cancel()
             _final()
 

@@ -14,8 +14,10 @@ Prints a table, asserts nothing (`make bench` runs it).
 - Pipelines, in the same run, frame by frame interleaved, on one core
   (sched_setaffinity to CPU 0), onnxruntime intra-op threads 1:
     before  the shipped pipeline as it was: no enhancement, fixed motion threshold, no
-            sight checks (`enhance.enabled = false`, `motion.noise_k = 0`);
-    after   the defaults now (enhancement, noise-robust motion gate, sight checks).
+            sight checks, the SSD pipeline only (`enhance.enabled = false`,
+            `motion.noise_k = 0`, `nanodet.enabled = false`);
+    after   the defaults now (enhancement, noise-robust motion gate, sight checks,
+            NanoDet-m on every frame).
 - CPU: getrusage user+system around each pipeline's calls (the generator is not
   counted), CPU seconds per second of video (10 fps); the ratio of each condition's
   CPU to the clear-weather CPU of the same pipeline, same run.
@@ -72,7 +74,7 @@ PLAN = {"red_s": 15.0, "green_s": 10.0, "offset_s": 5.0}
 GRACE_S = 2.0
 TOLERANCE_S = 1.5
 BEFORE: dict[str, Any] = {"enhance": {"enabled": False}, "motion": {"noise_k": 0},
-                          "sight": {"enabled": False}}
+                          "sight": {"enabled": False}, "nanodet": {"enabled": False}}
 
 
 def cpu_s() -> float:

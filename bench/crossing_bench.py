@@ -29,7 +29,8 @@ from mot_eval import evaluate, load_gt  # noqa: E402
 
 from edge_controller.config import Config  # noqa: E402
 from edge_controller.crossing.tracker import Tracker, TrackerParams  # noqa: E402
-from edge_controller.detect import DetectionPipeline  # noqa: E402
+from edge_controller.detect import DetectionPipeline, DetectorConfig  # noqa: E402
+from edge_controller.detect.nanodet import NanoDetConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
 
@@ -38,14 +39,23 @@ BASELINE = TrackerParams(app_weight=0.0, reid_min_sim=2.0, reid_max_s=2.0, coast
 
 
 def tracking() -> None:
-    """MOTA/IDF1 before (IoU only: appearance, re-identification and coasting off, no
-    image) and after (as shipped), on the same detections; then duplicate violations
-    per person on the reference scenarios."""
+    """MOTA/IDF1 for each detector (the SSD pipeline as before NanoDet, and the default),
+    with the tracker before (IoU only: appearance, re-identification and coasting off, no
+    image) and after (as shipped); then duplicate violations per person on the reference
+    scenarios with the default detector."""
     if not (DATA / "vtest.avi").is_file():
         print(f"tracking: skipped, no PETS09 data at {DATA}")
         return
-    cfg = Config()
-    pipe = DetectionPipeline(cfg.detector)
+    ssd = Config().detector.model_copy(
+        update={"nanodet": NanoDetConfig(enabled=False)})
+    for label, det_cfg in (("SSD pipeline", ssd), ("NanoDet (default)", Config().detector)):
+        print(f"detector: {label}")
+        frames, dets = _track_eval(det_cfg)
+    duplicates(frames, dets)
+
+
+def _track_eval(det_cfg: DetectorConfig) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+    pipe = DetectionPipeline(det_cfg)
     cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
     frames: list[np.ndarray] = []
     dets: dict[int, np.ndarray] = {}
@@ -59,8 +69,8 @@ def tracking() -> None:
             dets[len(frames)] = d
         frames.append(img)
     wall = time.perf_counter() - t0
-    print(f"detector: {len(frames)} frames in {wall:.1f} s ({len(frames) / wall:.1f} fps, "
-          f"threads={cfg.detector.threads})")
+    print(f"  {len(frames)} frames in {wall:.1f} s ({len(frames) / wall:.1f} fps, "
+          f"threads={det_cfg.threads})")
     for label, params, use_image in (("before (IoU only)", BASELINE, False),
                                      ("after (as shipped)", TrackerParams(), True)):
         tracker = Tracker(params)
@@ -74,9 +84,9 @@ def tracking() -> None:
         for name, first, last in (("frames 400-794", 400, 794), ("whole clip", 0, 794)):
             gt, ign = load_gt(DATA / "gt.txt", first, last)
             r = evaluate(gt, ign, hyp, range(first, last + 1))
-            print(f"tracking {label}, {name}: MOTA {r.mota:.3f}, IDF1 {r.idf1:.3f} "
+            print(f"  tracking {label}, {name}: MOTA {r.mota:.3f}, IDF1 {r.idf1:.3f} "
                   f"(FP {r.fp}, FN {r.fn}, ID switches {r.idsw}, GT boxes {r.gt})")
-    duplicates(frames, dets)
+    return frames, dets
 
 
 def duplicates(frames: list[np.ndarray], dets: dict[int, np.ndarray]) -> None:

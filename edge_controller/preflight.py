@@ -35,21 +35,21 @@ def _model(cfg: Config, problems: list[tuple[str, str]]) -> None:
                          f"ONNX model ({type(e).__name__}: {first})"))
 
 
-def _low_light(cfg: Config, problems: list[tuple[str, str]]) -> None:
-    ll = cfg.detector.low_light
+def _nanodet(cfg: Config, problems: list[tuple[str, str]]) -> None:
+    ll = cfg.detector.nanodet
     if not (ll.enabled and ll.use_when):
         return
     path = Path(ll.model)
-    if not _readable("detector.low_light.model", path, problems):
+    if not _readable("detector.nanodet.model", path, problems):
         return
-    from edge_controller.detect.low_light import NanoDet
+    from edge_controller.detect.nanodet import NanoDet
 
     try:
         NanoDet(path)
     # onnxruntime's errors derive from Exception only; this try holds nothing but the load.
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        problems.append(("detector.low_light.model", f"{path}: not a usable NanoDet ONNX "
+        problems.append(("detector.nanodet.model", f"{path}: not a usable NanoDet ONNX "
                          f"model ({type(e).__name__}: {first})"))
 
 
@@ -83,7 +83,7 @@ def check_files(cfg: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if cfg.crossing.enabled:
         _model(cfg, problems)
-        _low_light(cfg, problems)
+        _nanodet(cfg, problems)
         from edge_controller.crossing.audio import DEFAULT_CLIPS
 
         for i, z in enumerate(cfg.zones):

@@ -1,4 +1,4 @@
-"""Files the wheel ships inside `edge_controller`: the detector models (day, low light), the
+"""Files the wheel ships inside `edge_controller`: the detector models (NanoDet, SSDLite), the
 warning clips and the MQTT API schemas.
 
 They are looked up through importlib.resources, never relative to the working
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 DETECTOR_MODEL = "models/ssdlite_mobilenet_v2_coco_int8.onnx"
-LOW_LIGHT_MODEL = "models/nanodet_m_416_int8.onnx"  # night and greyscale frames
+NANODET_MODEL = "models/nanodet_m_416_int8.onnx"  # looks at every frame by default
 WARNING_CLIPS = ("assets/audio/warning_en.wav", "assets/audio/warning_cmn.wav")
 
 # Keeps files extracted from a zipped install alive for the life of the process.

@@ -50,6 +50,11 @@ class Presence:
         key = (track_id, zone.name)
         was = self.inside.get(key)
         if was is None:
+            if abs(d) < self.margin_px:
+                # First seen on the edge: neither side is known yet. Its first clear side
+                # is its first sighting, so walking on in from there is not an entry (one
+                # pixel of detector jitter must not decide a violation).
+                return d >= 0
             now = d >= 0
         elif was:
             now = d > -self.margin_px  # leave only when clearly outside

@@ -13,13 +13,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_controller import resources
-from edge_controller.detect.low_light import LowLightConfig
+from edge_controller.detect.nanodet import NanoDetConfig
 
 SSD_INT8 = resources.path(resources.DETECTOR_MODEL)
 # Not in the wheel (the source of the INT8 model, a benchmark baseline): only a source
 # checkout has it, for tests and bench/.
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SSD_FP32 = MODELS_DIR / "ssdlite_mobilenet_v2_coco.onnx"
+NANODET_FP32 = MODELS_DIR / "nanodet_m_416.onnx"
 
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
 Polygon = Annotated[list[Point], Field(min_length=3)]
@@ -313,9 +314,10 @@ class SightConfig(_Section):
 class DetectorConfig(_Section):
     enabled: bool = Field(True, description="Run the person detector on camera frames.")
     model: Path = Field(
-        SSD_INT8, description="ONNX model file. The default is the SSDLite-MobileNetV2 (COCO), "
-        "INT8-quantised, that the package ships; a source checkout's models/ also has the "
-        "fp32 original.",
+        SSD_INT8, description="ONNX model of the SSD pipeline (tiles, focus windows), used in "
+        "the conditions [detector.nanodet] use_when leaves out. The default is the "
+        "SSDLite-MobileNetV2 (COCO), INT8-quantised, that the package ships; a source "
+        "checkout's models/ also has the fp32 original.",
     )
     kind: Literal["ssd", "yolo"] = Field(
         "ssd", description="Model family: 'ssd' (TF Object Detection API export, NMS inside) "
@@ -350,9 +352,9 @@ class DetectorConfig(_Section):
         default_factory=EnhanceConfig, description="Fog, night and greyscale handling.")
     sight: SightConfig = Field(
         default_factory=SightConfig, description="Whether the camera can see (health checks).")
-    low_light: LowLightConfig = Field(
-        default_factory=LowLightConfig,
-        description="The second model for night and greyscale (IR) frames.")
+    nanodet: NanoDetConfig = Field(
+        default_factory=NanoDetConfig,
+        description="NanoDet-m, the detector by default, and where it looks.")
 
     @field_validator("input_size")
     @classmethod

@@ -218,7 +218,7 @@ class Enhancer:
         """Which boxes (frame pixels) count. At night, a box below the night threshold counts
         only where it stands out from the background (`score_threshold_night_fg`,
         `night_fg_share`): noise makes up boxes anywhere, people stand out. `night`: the
-        (night, night_fg) thresholds of another model (the low-light one)."""
+        (night, night_fg) thresholds of another model (NanoDet's)."""
         c = self.cfg
         hi_t, fg_t = night or (c.score_threshold_night, c.score_threshold_night_fg)
         hi = min(default, hi_t)

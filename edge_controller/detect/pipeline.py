@@ -1,17 +1,19 @@
 """`DetectionPipeline`: frames in, person boxes out, spending as little CPU as the scene allows.
 
-Per processed frame the pipeline decides which passes to run (whole frame,
-tiles, zone crops), runs the model on those whose region moved (or all of them
-on a refresh), keeps the last result of the passes it did not run, and merges
-everything without duplicates:
+By default NanoDet-m looks at each processed frame, whole (`detect/nanodet.py`).
+Where `[detector.nanodet] use_when` leaves a condition out, the SSD pipeline does:
+per processed frame it decides which passes to run (whole frame, tiles, zone
+crops), runs the model on those whose region moved (or all of them on a refresh),
+keeps the last result of the passes it did not run, and merges everything without
+duplicates:
 
     det = DetectionPipeline(cfg, zones=[[[100, 300], [700, 300], [700, 570], [100, 570]]])
     boxes = det.process(frame.index, frame.t, frame.image)   # None: frame skipped
     # boxes: float32 (N, 5) x1, y1, x2, y2, score in pixels of the original frame
 
-Frames are skipped (None) by `detect_interval` and `max_fps` only. A processed
-frame whose regions all stood still runs no inference and returns the boxes
-kept from before.
+Frames are skipped (None) by `detect_interval` and `max_fps` only. In the SSD
+pipeline a processed frame whose regions all stood still runs no inference and
+returns the boxes kept from before.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import numpy.typing as npt
 from edge_controller.detect.boxes import Detections, empty
 from edge_controller.detect.config import DetectorConfig
 from edge_controller.detect.enhance import Enhancer
-from edge_controller.detect.low_light import NanoDet
 from edge_controller.detect.model import Detector, Model
 from edge_controller.detect.motion import MotionGate, blobs
+from edge_controller.detect.nanodet import NanoDet
 from edge_controller.detect.sight import SightMonitor
 from edge_controller.detect.tiling import (
     PassResult,
@@ -84,13 +86,13 @@ class DetectionPipeline:
     def __init__(self, cfg: DetectorConfig, zones: Sequence[PolygonLike] | None = None,
                  model: Detector | None = None,
                  distances: Sequence[float] | DistancesFor | None = None,
-                 low_light: Detector | None = None) -> None:
+                 nanodet: Detector | None = None) -> None:
         """`distances`: camera distance (m) per band of rows (`enhance.bands`) from the
         calibration, for fog removal with the visibility task's MOR (None: no calibration),
         or a function of the frame's (width, height) giving them, called when the frame
-        size is first seen or changes. `model` and `low_light`: detectors to use instead of
-        the configured ones; a `model` given alone serves every frame (no low-light
-        model), so a caller's detector is never bypassed behind its back."""
+        size is first seen or changes. `model` (the SSD pipeline's) and `nanodet`: detectors
+        to use instead of the configured ones; a `model` given alone serves every frame (no
+        NanoDet), so a caller's detector is never bypassed behind its back."""
         self.cfg = cfg
         self.zones: list[PolygonLike] = [*cfg.crops.zones, *(zones or [])]
         self._distances_for = distances if callable(distances) else None
@@ -103,11 +105,11 @@ class DetectionPipeline:
                  if e.enabled else cfg.score_threshold)
         self.model: Detector = model if model is not None else Model(
             cfg.model_copy(update={"score_threshold": floor}))
-        ll = cfg.low_light
-        self.low_light: Detector | None = low_light
-        if low_light is None and model is None and ll.enabled and ll.use_when:
-            self.low_light = NanoDet(ll.model, ll.threads or cfg.threads, ll.floor, ll.nms_iou)
-        self.low_light_active = False  # the last processed frame went to the low-light model
+        ll = cfg.nanodet
+        self.nanodet: Detector | None = nanodet
+        if nanodet is None and model is None and ll.enabled and ll.use_when:
+            self.nanodet = NanoDet(ll.model, ll.threads or cfg.threads, ll.floor, ll.nms_iou)
+        self.nanodet_active = False  # the last processed frame went to NanoDet
         self.threshold = cfg.score_threshold
         self.motion = MotionGate(cfg.motion) if cfg.motion.enabled else None
         self.stats = DetectorStats()
@@ -191,11 +193,11 @@ class DetectionPipeline:
         self.threshold = self.enhancer.score_threshold(self.cfg.score_threshold)
         if self.motion is not None:
             self.motion.update(image)
-        self.low_light_active = self._low_light_now()
-        if self.low_light_active:
-            self._run_low_light(image)
+        self.nanodet_active = self._nanodet_now()
+        if self.nanodet_active:
+            self._run_nanodet(image)
             refresh = True  # the day passes start afresh when the light comes back
-        done = self.low_light_active
+        done = self.nanodet_active
         if not done and not refresh and self.motion is not None and self.cfg.focus.enabled:
             done = self._focus(image)
             refresh = not done
@@ -215,28 +217,31 @@ class DetectionPipeline:
         self.stats.last_ms = (time.perf_counter() - start) * 1000
         return self.last
 
-    def _low_light_now(self) -> bool:
-        en, use = self.enhancer, self.cfg.low_light.use_when
-        return self.low_light is not None and (
-            (en.mode == "night" and "night" in use) or (en.grey and "grey" in use))
+    def _nanodet_now(self) -> bool:
+        en, use = self.enhancer, self.cfg.nanodet.use_when
+        if self.nanodet is None:
+            return False
+        if en.mode == "night":
+            return "night" in use
+        return "grey" in use if en.grey else "day" in use
 
-    def _run_low_light(self, image: npt.NDArray[np.uint8]) -> None:
-        """The whole frame, once, through the low-light model (no tiles or focus windows:
-        crops of a noisy frame, upscaled, make it see people in the grain)."""
-        assert self.low_light is not None
-        ll, night = self.cfg.low_light, self.enhancer.mode == "night"
+    def _run_nanodet(self, image: npt.NDArray[np.uint8]) -> None:
+        """The whole frame, once, through NanoDet (no tiles or focus windows: crops of a
+        noisy frame, upscaled, make it see people in the grain)."""
+        assert self.nanodet is not None
+        ll, night = self.cfg.nanodet, self.enhancer.mode == "night"
         pair = (ll.score_threshold_night, ll.score_threshold_night_fg)
         self.threshold = min(pair) if night else ll.score_threshold
-        inf0 = self.low_light.inference_s
-        dets = self.low_light.detect(image)
+        inf0 = self.nanodet.inference_s
+        dets = self.nanodet.detect(image)
         dets = dets[dets[:, 4] >= self.threshold]
         if len(dets):
             dets = dets[self.enhancer.keep(dets[:, :4], dets[:, 4], pair[0], pair)]
         self.last = self.enhancer.tidy(dets, pair[0], pair)
         self._cache.clear()
         self.stats.inferences += 1
-        self.stats.inference_ms += (self.low_light.inference_s - inf0) * 1000
-        self.stats.per_pass_runs["low_light"] = self.stats.per_pass_runs.get("low_light", 0) + 1
+        self.stats.inference_ms += (self.nanodet.inference_s - inf0) * 1000
+        self.stats.per_pass_runs["nanodet"] = self.stats.per_pass_runs.get("nanodet", 0) + 1
 
     def _detect(self, image: npt.NDArray[np.uint8], name: str, region: Region) -> PassResult:
         x1, y1, x2, y2 = region

@@ -96,6 +96,39 @@ def test_presence_hysteresis_on_the_edge() -> None:
     assert p.update(1, SQUARE, (200, 90)) is False
 
 
+def test_a_track_first_seen_on_the_edge_has_not_been_seen_outside() -> None:
+    # Born 2 px outside the edge (a person walking into view where the zone meets the
+    # frame border): its side is unknown until it is clearly on one, so walking on in is
+    # a first sighting inside, not an entry; the detector's pixel of jitter decides nothing.
+    p = Presence(margin_px=6)
+    assert p.update(1, SQUARE, (200, 98)) is False
+    assert (1, "road") not in p.inside
+    assert p.update(1, SQUARE, (200, 102)) is True
+    assert (1, "road") not in p.inside  # still within the band
+    assert p.update(1, SQUARE, (200, 120)) is True
+    assert p.inside[(1, "road")] is True
+    # Born clearly outside: known to be outside, so walking in is an entry.
+    assert p.update(2, SQUARE, (200, 90)) is False
+    assert p.inside[(2, "road")] is False
+    assert p.update(2, SQUARE, (200, 120)) is True
+
+
+def test_an_edge_born_track_walking_in_on_red_is_no_violation() -> None:
+    def walk(first_y: float) -> list[object]:
+        rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+        red = SignalState("red", source="plan", since=0.0, updated=10.0)
+        out: list[object] = []
+        for k in range(8):
+            y = first_y + 5 * k
+            tr = Track(7, np.array([185, y - 60, 215, y], float), 0.9, 5, True,
+                       10 + k * 0.1, (0.0, 50.0))
+            out += rule.step(10 + k * 0.1, k, [tr], red)[0]
+        return out
+
+    assert walk(98) == []  # born on the edge
+    assert len(walk(85)) == 1  # born clearly outside: the same walk is a violation
+
+
 def test_zone_needs_three_points() -> None:
     with pytest.raises(ValueError):
         Zone("z", "crosswalk", ((0, 0), (1, 1)))

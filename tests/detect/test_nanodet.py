@@ -1,5 +1,5 @@
-"""The low-light detector: NanoDet's decoder against boxes built by hand, the shipped model
-on a real frame, and the pipeline's switch between the day and the low-light model."""
+"""NanoDet-m: its decoder against boxes built by hand, the shipped model on a real frame,
+and the pipeline's switch between NanoDet and the SSD pipeline (`use_when`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from edge_controller.config import ConfigError, load
 from edge_controller.detect import DetectionPipeline, DetectorConfig
-from edge_controller.detect.low_light import NANODET_INT8, NanoDet, decode
+from edge_controller.detect.nanodet import NANODET_INT8, NanoDet, decode
 from edge_controller.preflight import check_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,19 +94,30 @@ class Fake:
         return self.box.copy()
 
 
-def test_the_pipeline_uses_the_low_light_model_for_greyscale_and_night_only() -> None:
+def test_by_default_nanodet_looks_at_every_frame() -> None:
+    ssd, nd = Fake([10, 10, 40, 90, 0.9]), Fake([100, 10, 130, 90, 0.9])
+    pipe = DetectionPipeline(DetectorConfig(), model=ssd, nanodet=nd)
+    ramp = np.linspace(80, 200, 320, dtype=np.float32)[None, :].repeat(240, axis=0)
+    colour = np.stack([ramp * 0.4, ramp, ramp * 0.8], axis=2).astype(np.uint8)
+    for i in range(3):
+        out = pipe.process(i, i / 10, colour)
+        assert out is not None and out[0, 0] == 100 and pipe.nanodet_active
+    assert ssd.calls == 0 and nd.calls == 3
+
+
+def test_use_when_night_and_grey_switches_between_nanodet_and_the_ssd_pipeline() -> None:
     day, low = Fake([10, 10, 40, 90, 0.9]), Fake([100, 10, 130, 90, 0.9])
-    cfg = DetectorConfig(motion={"enabled": False})
-    pipe = DetectionPipeline(cfg, model=day, low_light=low)
+    cfg = DetectorConfig(motion={"enabled": False}, nanodet={"use_when": ["night", "grey"]})
+    pipe = DetectionPipeline(cfg, model=day, nanodet=low)
     # A smooth, clearly coloured daylight frame (no grain: grain would say night).
     ramp = np.linspace(80, 200, 320, dtype=np.float32)[None, :].repeat(240, axis=0)
     colour = np.stack([ramp * 0.4, ramp, ramp * 0.8], axis=2).astype(np.uint8)
     grey = np.repeat(colour[..., 1:2], 3, axis=2)
     out = pipe.process(0, 0.0, colour)
-    assert out is not None and out[0, 0] == 10 and not pipe.low_light_active
+    assert out is not None and out[0, 0] == 10 and not pipe.nanodet_active
     out = pipe.process(1, 0.1, grey)
-    assert out is not None and out[0, 0] == 100 and pipe.low_light_active
-    assert pipe.stats.per_pass_runs["low_light"] == 1
+    assert out is not None and out[0, 0] == 100 and pipe.nanodet_active
+    assert pipe.stats.per_pass_runs["nanodet"] == 1
     # Back to colour: the day passes run afresh (nothing stale from before the switch).
     calls = day.calls
     out = pipe.process(2, 0.2, colour)
@@ -114,21 +125,21 @@ def test_the_pipeline_uses_the_low_light_model_for_greyscale_and_night_only() ->
     # Night by the controller's regime: the low-light model, even on a colour frame.
     pipe.set_conditions(regime="night")
     out = pipe.process(3, 0.3, colour // 8)
-    assert pipe.enhancer.mode == "night" and pipe.low_light_active
+    assert pipe.enhancer.mode == "night" and pipe.nanodet_active
 
 
 def test_use_when_and_enabled_limit_the_switch() -> None:
     day, low = Fake([10, 10, 40, 90, 0.9]), Fake([100, 10, 130, 90, 0.9])
     grey = np.full((240, 320, 3), 120, np.uint8)
     grey[50:150, 100:130] = 30
-    pipe = DetectionPipeline(DetectorConfig(low_light={"use_when": ["night"]}),
-                             model=day, low_light=low)
+    pipe = DetectionPipeline(DetectorConfig(nanodet={"use_when": ["night"]}),
+                             model=day, nanodet=low)
     pipe.process(0, 0.0, grey)
-    assert not pipe.low_light_active and low.calls == 0
+    assert not pipe.nanodet_active and low.calls == 0
     # A caller's own model alone serves every frame: no low-light model behind its back.
     alone = DetectionPipeline(DetectorConfig(), model=day)
     alone.process(0, 0.0, grey)
-    assert alone.low_light is None and not alone.low_light_active
+    assert alone.nanodet is None and not alone.nanodet_active
 
 
 def test_a_missing_low_light_model_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
@@ -136,15 +147,15 @@ def test_a_missing_low_light_model_is_a_config_error_naming_the_key(tmp_path: Pa
     toml.write_text('[pole]\nid = "p1"\n\n[crossing]\nenabled = true\n\n'
                     '[[zones]]\nname = "road"\nkind = "carriageway"\n'
                     'polygon = [[0, 0], [100, 0], [100, 100]]\n\n'
-                    '[detector.low_light]\nmodel = "/nowhere/nanodet.onnx"\n')
+                    '[detector.nanodet]\nmodel = "/nowhere/nanodet.onnx"\n')
     cfg = load(toml)
     problems = dict(check_files(cfg))
-    assert "detector.low_light.model" in problems
-    assert "/nowhere/nanodet.onnx" in problems["detector.low_light.model"]
+    assert "detector.nanodet.model" in problems
+    assert "/nowhere/nanodet.onnx" in problems["detector.nanodet.model"]
 
 
 def test_an_unknown_low_light_key_names_it(tmp_path: Path) -> None:
     toml = tmp_path / "pole.toml"
-    toml.write_text('[pole]\nid = "p1"\n\n[detector.low_light]\nthreshold = 0.3\n')
-    with pytest.raises(ConfigError, match="low_light"):
+    toml.write_text('[pole]\nid = "p1"\n\n[detector.nanodet]\nthreshold = 0.3\n')
+    with pytest.raises(ConfigError, match="nanodet"):
         load(toml)

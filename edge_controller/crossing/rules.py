@@ -44,7 +44,8 @@ class RuleParams:
     dedupe_window_s: float = 2.0  # a violator lost this recently may reappear under a new id
     dedupe_radius: float = 0.75  # ... within this many box heights of where it was heading,
     dedupe_growth: float = 0.25  # ... a radius that grows by this many heights per second
-    dedupe_iou: float = 0.3  # a new violator overlapping a live one this much is the same
+    dedupe_iou: float = 0.5  # a new violator overlapping a live one this much is the same
+    # (0.3 took two people walking side by side for one)
 
 
 @dataclass(frozen=True)

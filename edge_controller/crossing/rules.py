@@ -177,6 +177,9 @@ class CrossingRule:
             seen = self._seen.get(v.track_id)
             if seen is None or not seen.points:
                 continue
+            mine = self._seen.get(tr.id)
+            if mine is not None and {p[0] for p in mine.points} & {p[0] for p in seen.points}:
+                continue  # both were in view in the same frame: two people, not a restart
             last_t, lx, ly = seen.points[-1]
             gone = t - last_t
             if gone > self.p.dedupe_window_s:

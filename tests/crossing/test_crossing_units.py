@@ -129,6 +129,26 @@ def test_an_edge_born_track_walking_in_on_red_is_no_violation() -> None:
     assert len(walk(85)) == 1  # born clearly outside: the same walk is a violation
 
 
+def test_two_people_seen_together_are_two_violators_even_when_one_is_lost() -> None:
+    # A and B walk in side by side, B a step behind. A enters and is then lost (a dropped
+    # detection ends its track); B enters where A was heading. They were in view in the
+    # same frames, so B is not A under a new id: two violations.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    red = SignalState("red", source="plan", since=0.0, updated=10.0)
+    out = []
+    for k in range(14):
+        t = 10 + k * 0.1
+        ya, yb = 80 + 5 * k, 70 + 5 * k
+        tracks = [Track(2, np.array([165, yb - 60, 195, yb], float), 0.9, 5, True, t,
+                        (0.0, 50.0))]
+        if k < 8:
+            tracks.append(Track(1, np.array([135, ya - 60, 165, ya], float), 0.9, 5, True,
+                                t, (0.0, 50.0)))
+        out += rule.step(t, k, tracks, red)[0]
+    assert sorted(v.track_id for v in out) == [1, 2]
+    assert rule.duplicates_suppressed == 0
+
+
 def test_zone_needs_three_points() -> None:
     with pytest.raises(ValueError):
         Zone("z", "crosswalk", ((0, 0), (1, 1)))

@@ -235,23 +235,28 @@ class Detector(Protocol):
 # --- onnxruntime -------------------------------------------------------------------------
 
 
+def cpu_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session: `threads` intra-op threads, sequential, quiet."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+
+
 class Model:
     """One onnxruntime session and the decoder its kind needs."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
-        import onnxruntime as ort
-
         path = Path(cfg.model)
         if not path.is_file():
             raise FileNotFoundError(f"detector model {path} not found")
         self.cfg = cfg
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cfg.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        self.session: Any = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session: Any = cpu_session(path, cfg.threads)
         self.input_name: str = self.session.get_inputs()[0].name
         outs = [o.name for o in self.session.get_outputs()]
         self.size = cfg.input_size

@@ -80,17 +80,13 @@ class NanoDet:
 
     def __init__(self, path: Path, threads: int = 1, score_floor: float = 0.2,
                  nms_iou: float = 0.6) -> None:
-        import onnxruntime as ort
+        # Here, not at the top: detect.config imports this module for NanoDetConfig, and
+        # detect.model imports detect.config.
+        from edge_controller.detect.model import cpu_session
 
         if not Path(path).is_file():
             raise FileNotFoundError(f"NanoDet model {path} not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        self.session: Any = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session: Any = cpu_session(Path(path), threads)
         inp = self.session.get_inputs()[0]
         self.input_name: str = inp.name
         shape = inp.shape

@@ -33,13 +33,13 @@ import argparse
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from toolvenv import run, throwaway_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "models" / "nanodet_m_416.onnx"
@@ -101,11 +101,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def run(cmd: list[str], **kw: object) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
 
 
 def preprocess(bgr: np.ndarray) -> np.ndarray:
@@ -214,12 +209,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convert-nanodet-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        venv = work / "venv"
-        py = venv / "bin" / "python"
-        if not py.exists():
-            run([sys.executable, "-m", "venv", str(venv)])
-            run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-            run([str(py), "-m", "pip", "install", "-q", *TOOLCHAIN])
+        py = throwaway_venv(work, TOOLCHAIN)
 
         dl = work / "download"
         dl.mkdir(exist_ok=True)

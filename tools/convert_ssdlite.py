@@ -23,13 +23,13 @@ import argparse
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from toolvenv import run, throwaway_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "models" / "ssdlite_mobilenet_v2_coco.onnx"
@@ -79,11 +79,6 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run(cmd: list[str], **kw: object) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
-
-
 def check_images(n: int = 6) -> np.ndarray:
     """A few RGB 300x300 frames of the bundled sample clip (the model's cheapest input)."""
     import cv2
@@ -116,12 +111,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="convert-ssdlite-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        venv = work / "venv"
-        py = venv / "bin" / "python"
-        if not py.exists():
-            run([sys.executable, "-m", "venv", str(venv)])
-            run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-            run([str(py), "-m", "pip", "install", "-q", *TOOLCHAIN])
+        py = throwaway_venv(work, TOOLCHAIN)
 
         dl = work / "download"
         run([str(py), "-m", "pip", "download", "-q", "--no-deps", PACKAGE, "-d", str(dl)])

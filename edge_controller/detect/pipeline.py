@@ -103,8 +103,10 @@ class DetectionPipeline:
         floor = (min(cfg.score_threshold, e.score_threshold_night, e.score_threshold_night_fg,
                      e.score_threshold_grey)
                  if e.enabled else cfg.score_threshold)
-        self.model: Detector = model if model is not None else Model(
-            cfg.model_copy(update={"score_threshold": floor}))
+        # Loaded when first needed: with NanoDet in every condition (the default) the SSD
+        # pipeline never runs, and its session would only hold memory.
+        self._model: Detector | None = model
+        self._model_cfg = cfg.model_copy(update={"score_threshold": floor})
         ll = cfg.nanodet
         self.nanodet: Detector | None = nanodet
         if nanodet is None and model is None and ll.enabled and ll.use_when:
@@ -120,6 +122,17 @@ class DetectionPipeline:
         self._last_index: int | None = None
         self._last_t: float | None = None
         self.last: Detections = empty()
+
+    @property
+    def model(self) -> Detector:
+        """The SSD pipeline's detector."""
+        if self._model is None:
+            self._model = Model(self._model_cfg)
+        return self._model
+
+    @model.setter
+    def model(self, m: Detector) -> None:
+        self._model = m
 
     def set_conditions(self, regime: str | None = None, mor_m: float | None = None) -> None:
         """The lighting regime ("day", "twilight", "night"; None: from the frame) and the

@@ -115,6 +115,20 @@ def noise_level(image: UInt8Image) -> float:
     return float(1.4826 * np.median(d) / math.sqrt(2))
 
 
+def sorted_percentile(values: F32, q: float) -> float:
+    """np.percentile's default (linear) of an already sorted 1-D array: the per-band
+    statistics of every frame sort each band once instead of paying numpy's per-call
+    overhead three times a band (a tenth of a replay's time went there)."""
+    n = values.size
+    if n == 0:
+        return float("nan")
+    pos = q / 100.0 * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return float(values[lo]) + (float(values[hi]) - float(values[lo])) * frac
+
+
 def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
     h, w = image.shape[:2]
     small = np.asarray(cv2.resize(image, (max(1, w // ANALYSIS_SCALE),
@@ -132,10 +146,11 @@ def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
     level = np.empty(len(edges) - 1, np.float32)
     floor = np.empty(len(edges) - 1, np.float32)
     for k in range(len(edges) - 1):
-        band_dark = dark[edges[k]:edges[k + 1]]
-        band_lum = lum[edges[k]:edges[k + 1]]
-        veil[k] = np.percentile(band_dark, percentile) / airlight
-        floor[k], level[k] = np.percentile(band_lum, (percentile, 50))
+        band_dark = np.sort(dark[edges[k]:edges[k + 1]], axis=None)
+        band_lum = np.sort(lum[edges[k]:edges[k + 1]], axis=None)
+        veil[k] = sorted_percentile(band_dark, percentile) / airlight
+        floor[k] = sorted_percentile(band_lum, percentile)
+        level[k] = sorted_percentile(band_lum, 50.0)
     return FrameStats(float(np.median(lum)), airlight, np.clip(veil, 0, 1), level, floor, grey,
                       noise_level(image))
 

@@ -17,6 +17,12 @@ crossing). Neither does a new track that is the same person under another id: on
 that starts where a track that already violated in this phase was lost (its
 position carried forward at its last speed), or one whose box lies on top of a
 violator's box (the detector split a person).
+
+A track's side of a zone only carries over short gaps: a track unseen for longer
+than `max_unseen_entry_s` that comes back inside did not visibly enter. Within that
+gap a new track first seen inside takes over the side of a track that was lost
+just outside where the new one appeared (a track that broke as its person stepped
+in), so the entry is still seen, and timed from both tracks' history.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ class RuleParams:
     dedupe_growth: float = 0.25  # ... a radius that grows by this many heights per second
     dedupe_iou: float = 0.5  # a new violator overlapping a live one this much is the same
     # (0.3 took two people walking side by side for one)
+    max_unseen_entry_s: float = 1.5  # a track unseen longer than this keeps no side: lost
+    # outside and found inside, who crossed is not known (the tracker re-identifies after up
+    # to 5 s, and a wrong re-identification of someone standing inside made a violation);
+    # a new track starting inside where one lost outside this recently was heading takes
+    # over its side (the same person, whose track broke as they stepped in)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class CrossingRule:
         # Violators of the current red phases, bounded: one entry per person and zone.
         self._violators: dict[tuple[int, str], _Violator] = {}
         self.duplicates_suppressed = 0
+        self._red_onset: float | None = None  # onset of the red phase in progress
+        self._last_red: tuple[float, float] | None = None  # (onset, end) of the last red
 
     def _remember(self, t: float, tracks: list[Track]) -> None:
         for tr in tracks:
@@ -159,6 +172,28 @@ class CrossingRule:
                 s.points.popleft()
             s.height = float(tr.box[3] - tr.box[1])
             s.velocity = tr.velocity
+
+    def _handover(self, t: float, tr: Track, zone: str, visible: dict[int, Track]
+                  ) -> int | None:
+        """A track lost just outside `zone` within `max_unseen_entry_s`, heading to where
+        the new track `tr` appeared inside: the same person, whose track broke."""
+        fx, fy = tr.foot
+        best: tuple[float, int] | None = None
+        for tid, seen in self._seen.items():
+            if tid in visible or not seen.points \
+                    or self.presence.inside.get((tid, zone)) is not False:
+                continue
+            last_t, lx, ly = seen.points[-1]
+            gone = t - last_t
+            if gone <= 0 or gone > self.p.max_unseen_entry_s:
+                continue
+            vx, vy = seen.velocity
+            px, py = lx + vx * gone, ly + vy * gone
+            reach = max(seen.height, 1.0) * (self.p.dedupe_radius + self.p.dedupe_growth * gone)
+            d2 = (fx - px) ** 2 + (fy - py) ** 2
+            if d2 <= reach**2 and (best is None or d2 < best[0]):
+                best = (d2, tid)
+        return None if best is None else best[1]
 
     def _same_person(self, t: float, tr: Track, zone: str, phase: float,
                      visible: dict[int, Track]) -> bool:
@@ -204,14 +239,39 @@ class CrossingRule:
         crossings: list[Crossing] = []
         usable = signal.usable(t, self.p.max_signal_age_s)
         red = usable and signal.colour == "red" and signal.since is not None
-        phase = signal.since if (red and signal.since is not None) else -1.0
+        if red:
+            self._red_onset = signal.since
+        elif usable and signal.colour != "red":
+            if self._red_onset is not None and signal.since is not None:
+                self._last_red = (self._red_onset, signal.since)
+            self._red_onset = None
+        elif not usable:
+            self._red_onset = self._last_red = None  # a gap in the signal: phases unknown
+        last_seen = {tr.id: s.points[-1][0] for tr in tracks
+                     if (s := self._seen.get(tr.id)) is not None and s.points}
         self._remember(t, tracks)
         visible = {tr.id: tr for tr in tracks}
         for tr in tracks:
+            long_gone = tr.id in last_seen and t - last_seen[tr.id] > self.p.max_unseen_entry_s
             for z in self.zones:
                 key = (tr.id, z.name)
+                if long_gone:
+                    self.presence.inside.pop(key, None)  # its side is no longer known
                 was = self.presence.inside.get(key)
                 now_in = self.presence.update(tr.id, z, tr.foot)
+                speed_of = tr
+                if now_in and was is None and (long_gone or tr.id not in last_seen):
+                    src = self._handover(t, tr, z.name, visible)
+                    if src is not None:
+                        was = False
+                        self.presence.inside.pop((src, z.name), None)
+                        mine = self._seen[tr.id]
+                        mine.points = deque(sorted([*self._seen[src].points, *mine.points]))
+                        old = self._seen[src]
+                        if old.velocity[0] ** 2 + old.velocity[1] ** 2 \
+                                > tr.velocity[0] ** 2 + tr.velocity[1] ** 2:
+                            speed_of = Track(tr.id, tr.box, tr.score, tr.hits, tr.confirmed,
+                                             tr.last_seen, old.velocity)
                 prior = self._violators.get(key)
                 if prior is not None and not now_in and prior.left_at is None:
                     prior.left_at = t
@@ -221,14 +281,23 @@ class CrossingRule:
                 c = self.counters[z.name]
                 c.crossings += 1
                 c.recent_crossings.append(t)
-                if not red or tr.hits < self.p.min_track_hits:
+                if not usable or tr.hits < self.p.min_track_hits:
                     continue
                 height = max(float(tr.box[3] - tr.box[1]), 1.0)
-                if (tr.velocity[0] ** 2 + tr.velocity[1] ** 2) ** 0.5 \
+                if (speed_of.velocity[0] ** 2 + speed_of.velocity[1] ** 2) ** 0.5 \
                         < self.p.min_entry_speed * height:
                     continue
                 entered = min(entry_time(z, self._seen[tr.id].points, t,
                                          self.p.entry_depth_px), t)
+                # The signal is judged at the entry time: someone who stepped in during
+                # the last moments of red, confirmed just after green came, still violated.
+                if red and signal.since is not None:
+                    phase = signal.since
+                elif self._last_red is not None \
+                        and self._last_red[0] <= entered < self._last_red[1]:
+                    phase = self._last_red[0]
+                else:
+                    continue
                 red_for = entered - phase
                 if red_for < self.p.grace_s:
                     continue  # entered before red, or inside the grace period
@@ -244,7 +313,7 @@ class CrossingRule:
                 c.recent_violations.append(t)
                 violations.append(Violation(
                     entered, frame, z.name, tr.id, direction_of(tr.velocity), tr.score,
-                    signal.colour, signal.source, red_for, confirmed_t=t))
+                    "red", signal.source, red_for, confirmed_t=t))
         live = set(visible) | (known_ids or set())
         self.presence.forget(live)
         # A track is remembered for the dedupe window after it ends, and a violator as

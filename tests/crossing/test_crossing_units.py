@@ -500,3 +500,72 @@ def test_tracker_memory_is_bounded_by_the_people_in_view() -> None:
     bound = int(TrackerParams().reid_max_s / 0.6) + 2
     assert max(held) <= bound, (max(held), bound)
     assert len(tr.x) == len(tr.P) == len(tr.feat) == len(tr.ids)
+
+
+def test_a_track_broken_as_its_person_steps_in_still_enters() -> None:
+    # Track 1 walks towards the zone and is lost 10 px short of the edge; 0.3 s later a new
+    # track 2 starts 14 px inside, where 1 was heading: the same person, whose entry was
+    # seen by the two tracks together. One violation, timed between their sightings.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k, y in enumerate([70, 76, 82, 88, 90]):
+        got += _step(rule, 10.0 + 0.1 * k, [_track(1, (200, y))])
+    for k, y in enumerate([114, 120, 126]):
+        got += _step(rule, 10.7 + 0.1 * k, [_track(2, (200, y))])
+    (v,) = got
+    assert v.track_id == 2 and 10.4 < v.t < 10.7 and v.confirmed_t == pytest.approx(10.7)
+    # ... and the old id, should the tracker bring it back inside, speaks for nobody.
+    assert _step(rule, 11.2, [_track(1, (200, 140))]) == []
+
+
+def test_a_new_track_inside_far_from_any_lost_one_is_a_first_sighting() -> None:
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k, y in enumerate([70, 76, 82, 88, 90]):
+        got += _step(rule, 10.0 + 0.1 * k, [_track(1, (200, y))])
+    got += _step(rule, 10.7, [_track(2, (290, 260))])  # the other side of the zone
+    got += _step(rule, 12.5, [_track(3, (200, 120))])  # where 1 was heading, 2.1 s later
+    assert got == []
+
+
+def test_a_track_found_inside_after_a_long_gap_did_not_visibly_enter() -> None:
+    # Lost 5 px outside (someone standing at the kerb) and re-identified 3 s later inside:
+    # the tracker keeps occluded tracks for seconds, and who crossed is not known.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k in range(5):
+        got += _step(rule, 10.0 + 0.1 * k, [_track(1, (200, 92))])
+    got += _step(rule, 13.4, [_track(1, (200, 118))])
+    got += _step(rule, 13.5, [_track(1, (200, 120))])
+    assert got == []
+    # Within the gap it still counts (a short occlusion while stepping in).
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k in range(5):
+        got += _step(rule, 10.0 + 0.1 * k, [_track(1, (200, 80 + 3 * k))])
+    got += _step(rule, 11.2, [_track(1, (200, 118))])
+    assert len(got) == 1
+
+
+def test_the_signal_is_judged_at_the_entry_time() -> None:
+    # Red from 0 to 11.0 s, then green. The ground point crosses the edge at 10.95 s, the
+    # band confirms it at 11.1 s (green by then): a violation of that red phase.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=2.0, min_track_hits=1))
+    got = []
+    for k, y in enumerate([80, 86, 92, 98, 104, 110]):
+        t = round(10.6 + 0.1 * k, 3)
+        sig = _red(0.0, t) if t < 11.0 else SignalState("green", "plan", 11.0, t)
+        got += rule.step(t, k, [_track(1, (200, y))], sig)[0]
+    (v,) = got
+    assert v.signal == "red" and v.t < 11.0 <= v.confirmed_t
+    assert v.red_for_s == pytest.approx(v.t)
+    # Entering after green came is not.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=2.0, min_track_hits=1))
+    got = []
+    for k, y in enumerate([80, 86, 92, 98, 104, 110]):
+        t = round(11.1 + 0.1 * k, 3)
+        sig = _red(0.0, t) if t < 11.0 else SignalState("green", "plan", 11.0, t)
+        if k == 0:
+            rule.step(10.9, 0, [], _red(0.0, 10.9))
+        got += rule.step(t, k, [_track(1, (200, y))], sig)[0]
+    assert got == []

@@ -15,9 +15,9 @@ its boxes (`--save-detections`); the `crosswalks` scenario replays those boxes
 Floors, with margin across CPUs (measured on an AVX-512 VNNI Xeon, issue 12's note):
 - `road`: recall >= 0.8 and at most 1 extra (measured 0.95 with no extra for every
   build; 0.95-1.00 with at most 1 under the perturbation);
-- `crosswalks`: recall >= 0.8 and at most 1 extra (measured 0.93 with 0-1 extras for
-  every build, 0.90-0.93 under the perturbation; with SSDLite, which merges its
-  walking pairs and trio, it was 0.83).
+- `crosswalks`: recall >= 0.8 and at most 1 extra (measured 0.966 with no extra for
+  every build and under the perturbation; with SSDLite, which merges its walking
+  pairs and trio, it was 0.83).
 A violation matches an expected one within +-1.5 s of the entry time.
 """
 

@@ -75,6 +75,7 @@ def proc_sample(pid: int) -> dict[str, float]:
         k, _, v = line.partition(":")
         if k in ("Rss", "Pss"):
             out[k.lower() + "_mb"] = int(v.split()[0]) / 1024
+    out.update(smaps_split(p / "smaps"))
     out["fds"] = len(os.listdir(p / "fd"))
     for line in (p / "status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -82,6 +83,37 @@ def proc_sample(pid: int) -> dict[str, float]:
     st = (p / "stat").read_text().rsplit(")", 1)[1].split()
     out["cpu_s"] = (int(st[11]) + int(st[12])) / TICK
     return out
+
+
+def smaps_split(path: Path) -> dict[str, float]:
+    """Resident MB by kind of mapping, to tell where growth is: `[heap]` (glibc's main
+    heap), file-backed (libraries, models), anonymous mappings of 32 MB or more (glibc's
+    thread arenas reserve 64 MB each) and smaller anonymous ones (Python's object arenas,
+    mmapped malloc blocks, buffers that onnxruntime or OpenCV map themselves), stacks."""
+    out = {"rss_heap_mb": 0.0, "rss_file_mb": 0.0, "rss_anon_big_mb": 0.0,
+           "rss_anon_small_mb": 0.0}
+    kind = "rss_anon_small_mb"
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        head = line.split(None, 6)
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            name = head[5] if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "rss_heap_mb"
+            elif name.startswith("/"):
+                kind = "rss_file_mb"
+            elif name.startswith("["):
+                kind = ""  # stacks, vdso: not counted
+            else:
+                kind = ("rss_anon_big_mb" if hi - lo >= 32 * 1024 * 1024
+                        else "rss_anon_small_mb")
+        elif line.startswith("Rss:") and kind:
+            out[kind] += int(line.split()[1]) / 1024
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 class Backend:
@@ -251,7 +283,9 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     cpu_pct = 100 * (warm[-1]["cpu_s"] - warm[0]["cpu_s"]) / (t[-1] - t[0])
     print(f"work after warm-up: {frames:.0f} frames, {tracks:.0f} tracks, {recon:.0f} "
           f"reconnects in {hours * 60:.1f} min; CPU {cpu_pct:.1f} % of one core")
-    for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("malloc_used_mb", "MB"),
+    for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("rss_heap_mb", "MB"),
+                      ("rss_anon_big_mb", "MB"), ("rss_anon_small_mb", "MB"),
+                      ("rss_file_mb", "MB"), ("malloc_used_mb", "MB"),
                       ("malloc_free_mb", "MB"), ("malloc_heap_mb", "MB"), ("traced_bytes", "B"),
                       ("queue_kb", "KB"), ("tracks_held", ""),
                       ("fds", ""), ("threads", ""), ("tasks", ""), ("loop_lag_ms", "ms")):

@@ -110,9 +110,17 @@ class FrameStats:
 def noise_level(image: UInt8Image) -> float:
     """Robust sigma (grey levels) of the pixel noise: most neighbouring pixels of a scene
     differ by little, so the median horizontal difference is noise (times sqrt 2)."""
-    g = image[::2, :, 1] if image.ndim == 3 else image[::2]
-    d = np.abs(np.diff(g[:, ::1].astype(np.int16), axis=1)[:, ::2])
-    return float(1.4826 * np.median(d) / math.sqrt(2))
+    g = (image[::2, :, 1] if image.ndim == 3 else image[::2]).astype(np.int16)
+    n = g.shape[1] // 2 * 2
+    d = np.abs(g[:, 1:n:2] - g[:, 0:n:2]).ravel()
+    if d.size == 0:
+        return 0.0
+    # The differences are integers 0-255: the median from their histogram is exact and
+    # several times cheaper than sorting 100,000 of them every frame.
+    cum = np.cumsum(np.bincount(d, minlength=256))
+    lo = int(np.searchsorted(cum, (d.size - 1) // 2, side="right"))
+    hi = int(np.searchsorted(cum, d.size // 2, side="right"))
+    return float(1.4826 * (lo + hi) / 2 / math.sqrt(2))
 
 
 def sorted_percentile(values: F32, q: float) -> float:
@@ -138,8 +146,13 @@ def frame_stats(image: UInt8Image, bands: int, percentile: float) -> FrameStats:
     lin = to_linear(small)
     if lin.ndim == 2:
         lin = lin[..., None]
-    dark = lin.min(axis=2)
-    lum = lin.mean(axis=2)
+    if lin.shape[2] == 3:  # per channel: numpy's reductions over an axis of 3 are slow
+        c0, c1, c2 = lin[..., 0], lin[..., 1], lin[..., 2]
+        dark = np.minimum(np.minimum(c0, c1), c2)
+        lum = (c0 + c1 + c2) / np.float32(3)
+    else:
+        dark = lin.min(axis=2)
+        lum = lin.mean(axis=2)
     airlight = max(float(np.percentile(lum, 99)), float(np.percentile(dark, 99.5)), 0.05)
     edges = band_edges(dark.shape[0], bands)
     veil = np.empty(len(edges) - 1, np.float32)
@@ -343,15 +356,21 @@ class Enhancer:
                 cv2.accumulateWeighted(lin, self._bg, 0.5)
             return lin
         h, w = lin.shape[:2]
-        m = np.asarray(cv2.resize(fg.astype(np.float32), (w, h),
-                                  interpolation=cv2.INTER_LINEAR), np.float32)
-        m = np.asarray(cv2.GaussianBlur(m, (0, 0), 2.0), np.float32)
+        # The mask's soft edge (about 2 px at full size) is made on the small mask:
+        # blurring the full-size one cost a third of the night's enhancement.
+        m = np.asarray(cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 2.0 / ANALYSIS_SCALE),
+                       np.float32)
+        m = np.asarray(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
         if lin.ndim == 3:
             m = m[..., None]
-        diff = lin - bg
-        out = np.asarray(bg + m * diff, np.float32)
+        diff = np.subtract(lin, bg)
+        out = np.multiply(m, diff)
+        out += bg
         a = np.float32(max(self.cfg.night_temporal, 1.0 / max(self._fg_n, 1)))
-        bg += (a * (1 - m)) * diff
+        step = np.multiply(m, -a)
+        step += a  # a (1 - m): the background learns where nothing stands out
+        step *= diff
+        bg += step
         return out
 
     def _update_foreground(self, lin: F32) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_controller.detect.config import EnhanceConfig
-from edge_controller.detect.enhance import Enhancer, noise_level
+from edge_controller.detect.enhance import Enhancer, noise_level, sorted_percentile
 
 
 def _scene(rng: np.random.Generator, level: float, noise: float) -> np.ndarray:
@@ -19,6 +19,22 @@ def test_noise_level_tells_grainy_from_clean() -> None:
     rng = np.random.default_rng(0)
     assert noise_level(_scene(rng, 1.0, 0.0)) < 3
     assert noise_level(_scene(rng, 1.0, 30.0)) > 15
+
+
+def test_fast_statistics_equal_numpys() -> None:
+    # The per-frame statistics avoid numpy's sorting medians and percentiles for speed;
+    # they must give numpy's numbers (its median of pair differences, its linear
+    # percentile), on odd and even sizes.
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        h, w = int(rng.integers(2, 60)), int(rng.integers(2, 90))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        g = img[::2, :, 1].astype(np.int16)
+        ref = 1.4826 * float(np.median(np.abs(np.diff(g, axis=1)[:, ::2]))) / np.sqrt(2)
+        assert abs(noise_level(img) - ref) < 1e-9
+        v = rng.random(int(rng.integers(1, 500))).astype(np.float32)
+        for q in (0.0, 1.0, 5.0, 50.0, 99.0, 99.5, 100.0):
+            assert abs(sorted_percentile(np.sort(v), q) - float(np.percentile(v, q))) < 1e-6
 
 
 def test_auto_gain_night_is_night_by_its_noise() -> None:

@@ -87,12 +87,13 @@ def proc_sample(pid: int) -> dict[str, float]:
 
 def smaps_split(path: Path) -> dict[str, float]:
     """Resident MB by kind of mapping, to tell where growth is: `[heap]` (glibc's main
-    heap), file-backed (libraries, models), anonymous mappings of 32 MB or more (glibc's
-    thread arenas reserve 64 MB each) and smaller anonymous ones (Python's object arenas,
-    mmapped malloc blocks, buffers that onnxruntime or OpenCV map themselves), stacks."""
-    out = {"rss_heap_mb": 0.0, "rss_file_mb": 0.0, "rss_anon_big_mb": 0.0,
-           "rss_anon_small_mb": 0.0}
-    kind = "rss_anon_small_mb"
+    heap), file-backed (libraries, models), glibc's thread arenas (anonymous mappings
+    starting on a 64 MiB boundary: each arena's heap is reserved 64 MiB-aligned) and other
+    anonymous mappings (Python's object arenas, mmapped malloc blocks, buffers that
+    onnxruntime or OpenCV map themselves). Stacks and the vdso are not counted."""
+    out = {"rss_heap_mb": 0.0, "rss_file_mb": 0.0, "rss_arenas_mb": 0.0,
+           "rss_anon_other_mb": 0.0}
+    kind = "rss_anon_other_mb"
     try:
         text = path.read_text()
     except OSError:
@@ -100,7 +101,7 @@ def smaps_split(path: Path) -> dict[str, float]:
     for line in text.splitlines():
         head = line.split(None, 6)
         if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            lo = int(head[0].split("-")[0], 16)
             name = head[5] if len(head) > 5 else ""
             if name == "[heap]":
                 kind = "rss_heap_mb"
@@ -109,8 +110,7 @@ def smaps_split(path: Path) -> dict[str, float]:
             elif name.startswith("["):
                 kind = ""  # stacks, vdso: not counted
             else:
-                kind = ("rss_anon_big_mb" if hi - lo >= 32 * 1024 * 1024
-                        else "rss_anon_small_mb")
+                kind = ("rss_arenas_mb" if lo % (64 << 20) == 0 else "rss_anon_other_mb")
         elif line.startswith("Rss:") and kind:
             out[kind] += int(line.split()[1]) / 1024
     return {k: round(v, 3) for k, v in out.items()}
@@ -284,7 +284,7 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     print(f"work after warm-up: {frames:.0f} frames, {tracks:.0f} tracks, {recon:.0f} "
           f"reconnects in {hours * 60:.1f} min; CPU {cpu_pct:.1f} % of one core")
     for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("rss_heap_mb", "MB"),
-                      ("rss_anon_big_mb", "MB"), ("rss_anon_small_mb", "MB"),
+                      ("rss_arenas_mb", "MB"), ("rss_anon_other_mb", "MB"),
                       ("rss_file_mb", "MB"), ("malloc_used_mb", "MB"),
                       ("malloc_free_mb", "MB"), ("malloc_heap_mb", "MB"), ("traced_bytes", "B"),
                       ("queue_kb", "KB"), ("tracks_held", ""),

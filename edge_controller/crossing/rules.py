@@ -52,6 +52,8 @@ class RuleParams:
     dedupe_growth: float = 0.25  # ... a radius that grows by this many heights per second
     dedupe_iou: float = 0.5  # a new violator overlapping a live one this much is the same
     # (0.3 took two people walking side by side for one)
+    stretch_ratio: float = 1.25  # a box this much taller than its median over the second
+    # before last does not move its ground point (see `_stretched`)
     max_unseen_entry_s: float = 1.5  # a track unseen longer than this keeps no side: lost
     # outside and found inside, who crossed is not known (the tracker re-identifies after up
     # to 5 s, and a wrong re-identification of someone standing inside made a violation);
@@ -119,6 +121,7 @@ class _Seen:
     points: deque[tuple[float, float, float]] = field(default_factory=deque)  # t, x, y
     height: float = 0.0
     velocity: tuple[float, float] = (0.0, 0.0)
+    heights: deque[tuple[float, float]] = field(default_factory=deque)  # t, box height
 
 
 @dataclass
@@ -171,7 +174,19 @@ class CrossingRule:
             while s.points and t - s.points[0][0] > self.p.history_s:
                 s.points.popleft()
             s.height = float(tr.box[3] - tr.box[1])
+            s.heights.append((t, s.height))
+            while s.heights and t - s.heights[0][0] > self.p.history_s:
+                s.heights.popleft()
             s.velocity = tr.velocity
+
+    def _stretched(self, tid: int, t: float) -> bool:
+        """The box grew suddenly: its ground point moved because the box swallowed a
+        passer-by's legs (or lost them), not because its person stepped."""
+        hs = [h for ht, h in self._seen[tid].heights if 0.3 < t - ht <= 1.3]
+        if len(hs) < 3:
+            return False
+        ref = sorted(hs)[len(hs) // 2]
+        return self._seen[tid].height > self.p.stretch_ratio * ref
 
     def _handover(self, t: float, tr: Track, zone: str, visible: dict[int, Track]
                   ) -> int | None:
@@ -258,6 +273,8 @@ class CrossingRule:
                 if long_gone:
                     self.presence.inside.pop(key, None)  # its side is no longer known
                 was = self.presence.inside.get(key)
+                if was is False and self._stretched(tr.id, t):
+                    continue  # its ground point is not to be trusted in this frame
                 now_in = self.presence.update(tr.id, z, tr.foot)
                 speed_of = tr
                 if now_in and was is None and (long_gone or tr.id not in last_seen):

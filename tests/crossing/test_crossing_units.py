@@ -569,3 +569,24 @@ def test_the_signal_is_judged_at_the_entry_time() -> None:
             rule.step(10.9, 0, [], _red(0.0, 10.9))
         got += rule.step(t, k, [_track(1, (200, y))], sig)[0]
     assert got == []
+
+
+def test_a_box_stretched_over_a_passers_legs_does_not_step_in() -> None:
+    # Someone stands 8 px outside; a passer-by's legs in front make their box grow 30 px
+    # downwards (head where it was): the ground point is in the zone, the person is not.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k in range(15):
+        bottom = 92.0 if k < 10 else 92.0 + 6 * (k - 9)  # 98 ... 122
+        tr = Track(1, np.array([190, 30, 210, bottom]), 0.9, 5, True, 0.0, (0.0, 40.0))
+        got += _step(rule, 10.0 + 0.1 * k, [tr])
+    assert got == []
+    # The same ground points with the whole box moving (a step) are an entry.
+    rule = CrossingRule([SQUARE], RuleParams(grace_s=0.0, min_track_hits=1))
+    got = []
+    for k in range(15):
+        bottom = 92.0 if k < 10 else 92.0 + 6 * (k - 9)
+        tr = Track(1, np.array([190, bottom - 62, 210, bottom]), 0.9, 5, True, 0.0,
+                   (0.0, 40.0))
+        got += _step(rule, 10.0 + 0.1 * k, [tr])
+    assert len(got) == 1

@@ -27,6 +27,7 @@ in), so the entry is still seen, and timed from both tracks' history.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,25 +189,33 @@ class CrossingRule:
         ref = sorted(hs)[len(hs) // 2]
         return self._seen[tid].height > self.p.stretch_ratio * ref
 
+    def _miss(self, seen: _Seen, t: float, foot: tuple[float, float], max_gone: float
+              ) -> float | None:
+        """Squared distance from `foot` to where a track no longer seen was heading (its
+        last ground point carried forward at its last speed), when within reach: 0.75
+        box heights plus 0.25 a second (`dedupe_radius`, `dedupe_growth`), for at most
+        `max_gone` seconds. None otherwise."""
+        if not seen.points:
+            return None
+        last_t, lx, ly = seen.points[-1]
+        gone = t - last_t
+        if gone <= 0 or gone > max_gone:
+            return None
+        vx, vy = seen.velocity
+        d2 = (foot[0] - lx - vx * gone) ** 2 + (foot[1] - ly - vy * gone) ** 2
+        reach = max(seen.height, 1.0) * (self.p.dedupe_radius + self.p.dedupe_growth * gone)
+        return d2 if d2 <= reach**2 else None
+
     def _handover(self, t: float, tr: Track, zone: str, visible: dict[int, Track]
                   ) -> int | None:
         """A track lost just outside `zone` within `max_unseen_entry_s`, heading to where
         the new track `tr` appeared inside: the same person, whose track broke."""
-        fx, fy = tr.foot
         best: tuple[float, int] | None = None
         for tid, seen in self._seen.items():
-            if tid in visible or not seen.points \
-                    or self.presence.inside.get((tid, zone)) is not False:
+            if tid in visible or self.presence.inside.get((tid, zone)) is not False:
                 continue
-            last_t, lx, ly = seen.points[-1]
-            gone = t - last_t
-            if gone <= 0 or gone > self.p.max_unseen_entry_s:
-                continue
-            vx, vy = seen.velocity
-            px, py = lx + vx * gone, ly + vy * gone
-            reach = max(seen.height, 1.0) * (self.p.dedupe_radius + self.p.dedupe_growth * gone)
-            d2 = (fx - px) ** 2 + (fy - py) ** 2
-            if d2 <= reach**2 and (best is None or d2 < best[0]):
+            d2 = self._miss(seen, t, tr.foot, self.p.max_unseen_entry_s)
+            if d2 is not None and (best is None or d2 < best[0]):
                 best = (d2, tid)
         return None if best is None else best[1]
 
@@ -214,7 +223,6 @@ class CrossingRule:
                      visible: dict[int, Track]) -> bool:
         """Whether `tr` is a person who already violated in this zone and phase under
         another track id."""
-        fx, fy = tr.foot
         for v in self._violators.values():
             if v.zone != zone or v.phase != phase or v.track_id == tr.id:
                 continue
@@ -230,14 +238,7 @@ class CrossingRule:
             mine = self._seen.get(tr.id)
             if mine is not None and {p[0] for p in mine.points} & {p[0] for p in seen.points}:
                 continue  # both were in view in the same frame: two people, not a restart
-            last_t, lx, ly = seen.points[-1]
-            gone = t - last_t
-            if gone > self.p.dedupe_window_s:
-                continue
-            vx, vy = seen.velocity
-            px, py = lx + vx * gone, ly + vy * gone
-            reach = max(seen.height, 1.0) * (self.p.dedupe_radius + self.p.dedupe_growth * gone)
-            if (fx - px) ** 2 + (fy - py) ** 2 <= reach**2:
+            if self._miss(seen, t, tr.foot, self.p.dedupe_window_s) is not None:
                 return True
         return False
 
@@ -276,7 +277,7 @@ class CrossingRule:
                 if was is False and self._stretched(tr.id, t):
                     continue  # its ground point is not to be trusted in this frame
                 now_in = self.presence.update(tr.id, z, tr.foot)
-                speed_of = tr
+                speed = math.hypot(*tr.velocity)
                 if now_in and was is None and (long_gone or tr.id not in last_seen):
                     src = self._handover(t, tr, z.name, visible)
                     if src is not None:
@@ -284,11 +285,7 @@ class CrossingRule:
                         self.presence.inside.pop((src, z.name), None)
                         mine = self._seen[tr.id]
                         mine.points = deque(sorted([*self._seen[src].points, *mine.points]))
-                        old = self._seen[src]
-                        if old.velocity[0] ** 2 + old.velocity[1] ** 2 \
-                                > tr.velocity[0] ** 2 + tr.velocity[1] ** 2:
-                            speed_of = Track(tr.id, tr.box, tr.score, tr.hits, tr.confirmed,
-                                             tr.last_seen, old.velocity)
+                        speed = max(speed, math.hypot(*self._seen[src].velocity))
                 prior = self._violators.get(key)
                 if prior is not None and not now_in and prior.left_at is None:
                     prior.left_at = t
@@ -301,8 +298,7 @@ class CrossingRule:
                 if not usable or tr.hits < self.p.min_track_hits:
                     continue
                 height = max(float(tr.box[3] - tr.box[1]), 1.0)
-                if (speed_of.velocity[0] ** 2 + speed_of.velocity[1] ** 2) ** 0.5 \
-                        < self.p.min_entry_speed * height:
+                if speed < self.p.min_entry_speed * height:
                     continue
                 entered = min(entry_time(z, self._seen[tr.id].points, t,
                                          self.p.entry_depth_px), t)

@@ -51,6 +51,7 @@ class Supervisor:
         max_restarts: int = 20,
         restart_window_s: float = 600.0,
         on_failure: Callable[[str, str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -62,6 +63,7 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self._on_failure = on_failure
+        self._sleep = sleep  # a test records the backoff it asks for instead of timing it
         self._stop = asyncio.Event()
         self._exit_code = 0
         self._shutdown_hook: Callable[[], Awaitable[None]] | None = None
@@ -151,5 +153,5 @@ class Supervisor:
                 return
             h.state = "restarting"
             h.restarts += 1
-            await asyncio.sleep(exponential(self.restart_min_s, self.restart_max_s,
+            await self._sleep(exponential(self.restart_min_s, self.restart_max_s,
                                             len(h.failures) - 1))

@@ -144,8 +144,10 @@ def fit(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(coef[0]), se
 
 
-def overrides(accelerated: bool, peers: Any) -> dict[str, Any]:
+def overrides(accelerated: bool, peers: Any, replay_cache: int | None = None) -> dict[str, Any]:
     o: dict[str, Any] = {**peers.overrides(refresh_s=5.0), **demo_crossing("null")}
+    if replay_cache is not None:
+        o["commands"] = {"replay_cache": replay_cache}
     o["camera"] = {"enabled": True, "source": f"file:{SAMPLE_VIDEO}", "on_end": "loop",
                    "realtime": not accelerated}
     o["telemetry"] = {"interval_s": 2.0, "lamp_poll_s": 2.0}
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     broker = start_broker("mosquitto")
     peers = start_demo_peers()
     pole = ProbedPole(work, broker.url, pole_id="soak-1", overrides=overrides(
-        args.accelerated, peers))
+        args.accelerated, peers, args.replay_cache))
     pole.probe_out = work / "probe.jsonl"
     host, port = broker.url.split("://")[1].split(":")
     samples: list[dict[str, float]] = []
@@ -286,7 +288,10 @@ def report(samples: list[dict[str, float]], probe: Path, args: argparse.Namespac
     for key, unit in (("rss_mb", "MB"), ("pss_mb", "MB"), ("rss_heap_mb", "MB"),
                       ("rss_arenas_mb", "MB"), ("rss_anon_other_mb", "MB"),
                       ("rss_file_mb", "MB"), ("malloc_used_mb", "MB"),
-                      ("malloc_free_mb", "MB"), ("malloc_heap_mb", "MB"), ("traced_bytes", "B"),
+                      ("malloc_free_mb", "MB"), ("malloc_heap_mb", "MB"),
+                      ("malloc_mmapped_mb", "MB"), ("pymalloc_arenas", "MiB"),
+                      ("pymalloc_blocks_mb", "MB"), ("tracemalloc_self_mb", "MB"),
+                      ("traced_bytes", "B"),
                       ("queue_kb", "KB"), ("tracks_held", ""),
                       ("fds", ""), ("threads", ""), ("tasks", ""), ("loop_lag_ms", "ms")):
         if key not in warm[0]:
@@ -350,12 +355,21 @@ def main() -> int:
     p.add_argument("--outage-s", type=float, default=3.0)
     p.add_argument("--command-every-s", type=float, default=2.0)
     p.add_argument("--bound-mb-h", type=float, default=1.0)
+    p.add_argument("--replay-cache", type=int, default=None,
+                   help="[commands] replay_cache for the run: small enough that the bounded "
+                   "cache fills during the warm-up, so that what it holds is not counted as "
+                   "growth (the default 10,000 fills after 5.5 h at a command every 2 s)")
+    p.add_argument("--no-tracemalloc", action="store_true",
+                   help="run the controller without tracemalloc, as on a pole (no allocation "
+                   "diff; Python's object arenas are counted instead)")
     args = p.parse_args()
     if args.warmup_s is None:
         args.warmup_s = min(600.0, args.minutes * 60 / 4)
     if args.outage_every_s is None:
         args.outage_every_s = 30.0 if args.accelerated else 300.0
     os.environ.setdefault("SOAK_WARMUP_S", str(args.warmup_s))
+    if args.no_tracemalloc:
+        os.environ["SOAK_TRACEMALLOC"] = "0"
     # The controller's allocator as deploy/pole-controller.service sets it (override by
     # setting MALLOC_ARENA_MAX, or POLE_MALLOC_TRIM_S=0 to turn the heap trimming off).
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")

@@ -107,7 +107,12 @@ class OcppProxyAdapter(Adapter):
         self.port: int | None = None
         self._server: Server | None = None
         self._active: ServerConnection | None = None
-        self._upstreams: dict[int, ClientConnection] = {}
+        # Upstreams opened for a charger whose handshake is not finished: its handler takes
+        # its own; a watcher closes one whose handler never runs (the charger went away
+        # mid-handshake, or its upgrade request was malformed and answered 400), which
+        # otherwise stayed open to the central system as a ghost charger.
+        self._upstreams: dict[ServerConnection, ClientConnection] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
         self._next_tx = itertools.count(1)
         self.forwarded = {"cp": 0, "cs": 0}
         # Handshakes refused, by reason: unknown_id, no_credentials, bad_credentials,
@@ -149,6 +154,8 @@ class OcppProxyAdapter(Adapter):
             with contextlib.suppress(Exception):
                 await up.close()
         self._upstreams.clear()
+        for w in list(self._watchers):
+            w.cancel()
 
     # ---- observation --------------------------------------------------------------
 
@@ -217,12 +224,25 @@ class OcppProxyAdapter(Adapter):
                                 f"{up_url}: {type(e).__name__}: {e}")
             return conn.respond(HTTPStatus.BAD_GATEWAY, "central system unreachable\n")
         self.sink.condition("upstream_unreachable", False)
-        self._upstreams[id(conn)] = up
+        self._upstreams[conn] = up
+        watcher = asyncio.create_task(self._drop_unclaimed(conn),
+                                      name=f"ocpp-{self.device.id}-handshake")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         return None
+
+    async def _drop_unclaimed(self, conn: ServerConnection) -> None:
+        await conn.wait_closed()
+        up = self._upstreams.pop(conn, None)
+        if up is not None:  # the handler never took it
+            log.info("ocpp %s: a charger's handshake failed; closing its upstream connection",
+                     self.device.id)
+            with contextlib.suppress(Exception):
+                await up.close()
 
     async def _handle(self, ws: ServerConnection) -> None:
         cp_id = self._cp_id(ws.request.path if ws.request else "")
-        up = self._upstreams.pop(id(ws), None)
+        up = self._upstreams.pop(ws, None)
         if ws.subprotocol != SUBPROTOCOL:
             offered = self._offered(ws.request) if ws.request else []
             self.sink.error("malformed_message", f"charge point {cp_id} connected without "

@@ -237,3 +237,48 @@ async def test_an_unknown_charge_point_id_is_refused() -> None:
         with pytest.raises(InvalidStatus) as e:
             await cp.connect()
         assert e.value.response.status_code == 404
+
+
+async def _malformed_upgrade(url: str) -> bytes:
+    """An OCPP upgrade request by hand, without Sec-WebSocket-Key: the proxy answers 400
+    after it has already opened the upstream."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    lines = [f"GET {u.path}/cp-7 HTTP/1.1", f"Host: {u.hostname}:{u.port}",
+             "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+             "Sec-WebSocket-Protocol: ocpp1.6"]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(200), 3.0)
+    writer.close()
+    return answer
+
+
+async def test_a_failed_charger_handshake_leaves_no_upstream_open() -> None:
+    """The proxy opens the central system's side before it answers the charger; when the
+    charger's side of the handshake then fails, that upstream must be closed, not left
+    open as a ghost charger (it was, one per failed handshake, before the watcher)."""
+    cs = await SimCentralSystem().start()
+    try:
+        async with running_hub(cfg(cs.url)) as (hub, _cap):
+            url = await proxy_url(hub)
+            for _ in range(3):
+                answer = await _malformed_upgrade(url)
+                assert answer.startswith(b"HTTP/1.1 400"), answer
+            await _until(lambda: cs.connections == 3)  # each opened its upstream
+            await _until(lambda: not cs._conns)
+            ad = hub.adapters["charger-2"]
+            assert isinstance(ad, OcppProxyAdapter)
+            assert not ad._upstreams
+            # and the proxy still serves a real charger
+            cp = SimChargePoint(url, cp_id="cp-7")
+            await cp.connect()
+            try:
+                assert await cp.boot() == "Accepted"
+            finally:
+                await cp.close()
+    finally:
+        await cs.stop()

@@ -35,6 +35,16 @@ CP_ACTIONS = frozenset({
     "StatusNotification", "StopTransaction", "SecurityEventNotification", "SignCertificate",
     "LogStatusNotification", "SignedFirmwareStatusNotification",
 })
+# What an answer is read with (`_on_result`): StartTransaction's connector and meter.
+_KEPT_FROM_CALL = ("connectorId", "meterStart")
+
+
+def _kept(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a pending CALL that its answer needs, if they are small numbers."""
+    return {k: v for k in _KEPT_FROM_CALL
+            if isinstance(v := payload.get(k), (int, float)) and abs(v) < 1e15}
+
+
 _MEASURANDS = {
     "Energy.Active.Import.Register": "meter_total_wh",
     "Power.Active.Import": "power_w",
@@ -113,7 +123,9 @@ class OcppObserver:
             if not isinstance(action, str) or not isinstance(msg.payload, dict):
                 raise _Reject(None, "CALL without an action name and a payload object")
             # Pending before validation: the CALLERROR that answers a bad CALL matches it.
-            self.pending[msg.unique_id] = (sender, action, msg.payload)
+            # Only what an answer is read with is kept: 256 unanswered frames of up to
+            # 1 MiB each would otherwise be a quarter of a GB held until answers come.
+            self.pending[msg.unique_id] = (sender, action, _kept(msg.payload))
             if len(self.pending) > 256:  # answers that never came: forget the oldest
                 self.pending.pop(next(iter(self.pending)))
             self._validate(MessageType.Call, action, msg.payload)

@@ -157,3 +157,27 @@ def test_pending_calls_are_bounded() -> None:
     for i in range(1000):
         o.feed("cp", call(str(i), "Heartbeat", {}))
     assert len(o.pending) <= 256
+
+
+def test_pending_calls_do_not_keep_their_payloads() -> None:
+    """256 unanswered calls of 256 KiB each held 64 MiB before; only the fields an answer
+    is read with are kept."""
+    import tracemalloc
+
+    big = "x" * (256 * 1024)
+    tracemalloc.start()
+    try:
+        o = OcppObserver()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            o.feed("cp", call(f"d{i}", "DataTransfer", {"vendorId": "v", "data": big}))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(o.pending) == 256
+    assert held < 1024 * 1024, held
+    # and what a StartTransaction answer needs is still there
+    o.feed("cp", call("st", "StartTransaction", {"connectorId": 1, "idTag": "t",
+                                                 "meterStart": 1500,
+                                                 "timestamp": "2026-11-28T23:10:07Z"}))
+    assert o.pending["st"][2] == {"connectorId": 1, "meterStart": 1500}

@@ -66,8 +66,16 @@ __all__ = ["BANDS", "BETA_1000", "MOR_K", "UNKNOWN", "Fit", "Geometry", "Reading
            "Reference", "VisibilityEstimator", "band_of"]
 
 
+# Regimes learning a reference at once: the one in view and the one before it, so that
+# a lamp switching between two levels still completes both.
+LEARNING = 2
+
+
 class VisibilityEstimator:
-    """MOR from camera frames; one instance per camera."""
+    """MOR from camera frames; one instance per camera. Memory: one ready reference per
+    regime seen (day, twilight, one per lamp-level bucket: at most 14 with the default
+    10 % buckets, about 1 MB each at the default analysis width) and the learning frames of
+    at most LEARNING regimes (`reference_frames` each)."""
 
     def __init__(self, cfg: VisibilityConfig) -> None:
         self.cfg = cfg
@@ -145,6 +153,15 @@ class VisibilityEstimator:
         if t - ref.last_t < self.cfg.reference_gap_s:
             return
         ref.last_t = t
+        # At most LEARNING regimes hold learning frames (about 1 MB each): every lamp
+        # level is a regime, and one visited now and then never finishes, so its frames
+        # would stay for good, up to 100 MB over the levels. The regime least recently
+        # fed loses its frames; when it comes back it starts over.
+        if not ref.frames:
+            learning = [r for r in self.refs.values() if r.frames and r is not ref]
+            learning.sort(key=lambda r: r.last_t)
+            for r in learning[:max(0, len(learning) - (LEARNING - 1))]:
+                r.frames = []
         frame = lin.copy()
         frame[~keep] = np.nan
         ref.frames.append(frame)

@@ -309,3 +309,29 @@ def test_analysis_cost_is_small(pets: Pets,
     print(f"\nestimator: {ms:.1f} ms CPU per analysed frame")
     assert ms < 60, ms  # a few ms on a quiet core; generous for a busy CI box
     assert math.isfinite(ms)
+
+
+def test_learning_frames_are_bounded_over_many_lamp_levels(pets: Pets) -> None:
+    """Night at a new lamp level learns its own reference; levels visited briefly never
+    finish. Their frames are dropped (at most LEARNING regimes learn at once), or every
+    level would keep up to reference_frames frames of about 1 MB for good."""
+    from edge_controller.visibility.estimator import LEARNING
+
+    est = VisibilityEstimator(cfg(pinhole(pets, 1.0)))
+    n = est.cfg.reference_frames
+    t = 0.0
+    for _visit in range(3):
+        for level in range(0, 101, 10):  # 11 levels, a few frames each, round and round
+            for _ in range(2):
+                t += est.cfg.reference_gap_s + 1
+                est.observe(pets.frames[REF_FRAMES[0]], t, f"night@{level}")
+            held = sum(len(r.frames) for r in est.refs.values())
+            assert held <= LEARNING * n
+        assert sum(1 for r in est.refs.values() if r.frames) <= LEARNING
+    # the level in view keeps learning: the last one holds its 2 frames
+    assert len(est.refs["night@100"].frames) == 2
+    # and a regime that stays long enough completes
+    for _ in range(n):
+        t += est.cfg.reference_gap_s + 1
+        est.observe(pets.frames[REF_FRAMES[0]], t, "day")
+    assert est.refs["day"].ready

@@ -99,17 +99,33 @@ def direction_of(velocity: tuple[float, float]) -> str:
     return "towards_camera" if vy >= 0 else "away_from_camera"
 
 
+# The last hour's crossings are kept as times. Trimmed on every entry as well as when
+# telemetry reads them (which may stop: a failed task), and capped: a crossing a second
+# for an hour is 3,600, the cap is ten times that.
+HOUR_S = 3600.0
+RECENT_MAX = 36_000
+
+
+def _trim(q: deque[float], now: float) -> None:
+    # An entry far in the future is from before the clock stepped back: it is stale too.
+    while q and (now - q[0] > HOUR_S or q[0] > now + 60.0):
+        q.popleft()
+
+
 @dataclass
 class ZoneCounters:
     crossings: int = 0
     violations: int = 0
-    recent_crossings: deque[float] = field(default_factory=deque)
-    recent_violations: deque[float] = field(default_factory=deque)
+    recent_crossings: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_MAX))
+    recent_violations: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_MAX))
+
+    def note(self, q: deque[float], t: float) -> None:
+        _trim(q, t)
+        q.append(t)
 
     def as_dict(self, now: float) -> dict[str, int]:
         for q in (self.recent_crossings, self.recent_violations):
-            while q and now - q[0] > 3600:
-                q.popleft()
+            _trim(q, now)
         return {"crossings": self.crossings, "violations": self.violations,
                 "crossings_last_hour": len(self.recent_crossings),
                 "violations_last_hour": len(self.recent_violations)}
@@ -294,7 +310,7 @@ class CrossingRule:
                 crossings.append(Crossing(t, z.name, tr.id))
                 c = self.counters[z.name]
                 c.crossings += 1
-                c.recent_crossings.append(t)
+                c.note(c.recent_crossings, t)
                 if not usable or tr.hits < self.p.min_track_hits:
                     continue
                 height = max(float(tr.box[3] - tr.box[1]), 1.0)
@@ -323,7 +339,7 @@ class CrossingRule:
                     continue
                 self._violators[key] = _Violator(tr.id, z.name, phase)
                 c.violations += 1
-                c.recent_violations.append(t)
+                c.note(c.recent_violations, t)
                 violations.append(Violation(
                     entered, frame, z.name, tr.id, direction_of(tr.velocity), tr.score,
                     "red", signal.source, red_for, confirmed_t=t))

@@ -590,3 +590,22 @@ def test_a_box_stretched_over_a_passers_legs_does_not_step_in() -> None:
                    (0.0, 40.0))
         got += _step(rule, 10.0 + 0.1 * k, [tr])
     assert len(got) == 1
+
+
+def test_last_hour_counters_are_trimmed_without_telemetry_and_after_a_clock_step() -> None:
+    from edge_controller.crossing.rules import RECENT_MAX, ZoneCounters
+
+    c = ZoneCounters()
+    t = 1_000_000.0
+    for _ in range(3 * 3600):  # three hours, a crossing a second, telemetry never asks
+        t += 1.0
+        c.note(c.recent_crossings, t)
+    assert len(c.recent_crossings) <= 3601  # the last hour only
+    # The clock steps back two hours: what was counted "in the future" is stale.
+    t -= 7200.0
+    c.note(c.recent_crossings, t)
+    assert c.as_dict(t)["crossings_last_hour"] == 1
+    # and a burst beyond any real crossing rate stops at the cap
+    for k in range(RECENT_MAX + 500):
+        c.note(c.recent_violations, t + k * 1e-3)
+    assert len(c.recent_violations) == RECENT_MAX

@@ -16,6 +16,14 @@ from edge_controller.link.session import LinkEvent, LinkSession, Outcome
 log = logging.getLogger(__name__)
 
 
+# Bytes left unsent in the port's buffer beyond which output is dropped (and counted):
+# a port that stops draining (a hung USB bridge, flow control held, a simulator's pty
+# with no reader) would otherwise grow it by every heartbeat and retry for as long as it
+# lasts. 64 KiB is over 5 s of output at 115,200 baud; the session's retries and
+# timeouts recover what is dropped.
+WRITE_BUFFER_MAX = 64 * 1024
+
+
 class LinkIncompatibleError(RuntimeError):
     """The firmware speaks another major version of the link protocol."""
 
@@ -37,6 +45,7 @@ class LinkClient:
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._wake = asyncio.Event()
+        self.dropped_bytes = 0  # output dropped because the port did not drain
 
     @property
     def up(self) -> bool:
@@ -105,7 +114,13 @@ class LinkClient:
     def _pump(self) -> None:
         out = self.session.take_outgoing()
         if out and self._writer is not None:
-            self._writer.write(out)
+            if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
+                if not self.dropped_bytes:
+                    log.warning("link: %s is not draining (over %d bytes unsent); dropping "
+                                "output until it does", self.cfg.port, WRITE_BUFFER_MAX)
+                self.dropped_bytes += len(out)
+            else:
+                self._writer.write(out)
         for ev in self.session.take_events():
             if ev.kind == "outcome" and ev.outcome is not None:
                 fut = self._waiters.pop(ev.outcome.token, None)

@@ -43,6 +43,7 @@ DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_STALL_TIMEOUT_S = 5.0
 FPS_WINDOW_S = 5.0
 MAX_REASON = 200  # characters of a camera_lost reason
+MAX_STRAY = 3  # abandoned capture threads (stuck in OpenCV) before no new one is opened
 
 
 class CameraTask:
@@ -189,6 +190,12 @@ class CameraTask:
         if stray > self._stray_warned:
             log.warning("camera: %d abandoned capture thread(s) still stuck in OpenCV", stray)
         self._stray_warned = stray
+        if stray >= MAX_STRAY:
+            # Each holds a capture with its decoder and socket: one more per stall would
+            # grow without bound where OpenCV ignores its timeouts. Wait (the caller's
+            # backoff) until one returns.
+            return 0, (f"{stray} capture threads are stuck in OpenCV; not opening another "
+                       "until one returns")
         queue = FrameQueue(self.cfg.queue_size, wake)
         thread = CaptureThread(
             self.spec, queue, realtime=self.cfg.realtime,

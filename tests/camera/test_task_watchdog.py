@@ -185,3 +185,27 @@ async def test_lost_reason_never_quotes_credentials() -> None:
     assert lost["reason"].startswith(
         "RuntimeError: could not connect to rtsp://***@cam.invalid:554/stream1")
     assert "s3cret" not in lost["reason"] and len(lost["reason"]) == 200
+
+
+async def test_no_new_capture_while_too_many_are_stuck_in_opencv() -> None:
+    """A stream that stalls on every open leaves one thread stuck per stall; at MAX_STRAY
+    of them the task stops opening new ones until one returns."""
+    caps = [FakeCap(frames=1, hang=True) for _ in range(task_mod.MAX_STRAY + 3)]
+    opener = ScriptedOpener(*caps, FakeCap(frames=10_000, every=0.01))
+    ev, frames = EventLog(), FrameLog()
+    cam = CameraTask(cfg(URL, queue_size=4), ev, lambda: None, on_frame=frames,
+                     reopen_min_s=0.02, reopen_max_s=0.05,
+                     stall_timeout_s=0.1, open_timeout_s=1.0, opener=opener)
+    try:
+        async with running(cam):
+            await until(lambda: cam.stray_threads == task_mod.MAX_STRAY, 5, "strays")
+            opened = len(opener.calls)
+            await asyncio.sleep(0.5)  # ten backoffs' worth
+            assert len(opener.calls) == opened == task_mod.MAX_STRAY
+            assert cam.stray_threads == task_mod.MAX_STRAY
+            assert "3 capture threads are stuck in OpenCV" in cam._last_reason
+            opener.unblock_all()  # OpenCV returns: the strays end, opening resumes
+            await until(lambda: len(opener.calls) > opened, 3, "a new open")
+    finally:
+        opener.unblock_all()
+    await until(lambda: cam.stray_threads == 0, 2, "the stuck threads ending")

@@ -34,6 +34,9 @@ from edge_controller.uplink.store import RecordStore
 from edge_controller.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
+
+COMMANDS_IN_FLIGHT = 64  # commands running at once (a lamp fade takes seconds)
+INCOMING_QUEUE = 1000  # messages the client holds for us before it drops (and logs) more
 __all__ = ["Record", "Uplink", "backoff_delays"]
 
 
@@ -89,6 +92,10 @@ class Uplink:
         self.published = 0
         self.refused = 0
         self.commands_received = 0
+        # Commands run as tasks, held here (the loop keeps only weak references) and at
+        # most COMMANDS_IN_FLIGHT at once: beyond that the receive loop waits, and the
+        # client's queue (INCOMING_QUEUE messages, then dropped and logged) takes the rest.
+        self._command_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def dropped(self) -> int:
@@ -202,6 +209,7 @@ class Uplink:
             # Small, latency-sensitive messages (command results): no Nagle delay.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             clean_session=None if v5 else True,
+            max_queued_incoming_messages=INCOMING_QUEUE,
         )
 
     async def _connect(self) -> aiomqtt.Client:
@@ -351,7 +359,12 @@ class Uplink:
             self.commands_received += 1
             payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
             # Commands run concurrently so a slow one (a lamp fade) never blocks the next.
+            while len(self._command_tasks) >= COMMANDS_IN_FLIGHT:
+                await asyncio.wait(set(self._command_tasks),
+                                   return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.get_running_loop().create_task(self._on_command(payload))
+            self._command_tasks.add(task)
+            task.add_done_callback(self._command_tasks.discard)
             task.add_done_callback(_log_task_error)
 
     async def flush(self, within_s: float) -> bool:

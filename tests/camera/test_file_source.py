@@ -73,17 +73,22 @@ async def test_realtime_file_is_paced_at_its_frame_rate() -> None:
     frames = FrameLog()
     cam = CameraTask(cfg(FILE, realtime=True, on_end="stop", queue_size=4), EventLog(),
                      lambda: None, on_frame=frames)
+    started = time.monotonic()
     async with running(cam):
         await until(lambda: len(frames) >= 11, 5, "11 paced frames")
     idx = [f[0] for f in frames.frames[:11]]
     assert idx == list(range(11))
     ts = [f[1] for f in frames.frames[:11]]
     assert ts == pytest.approx([i / SAMPLE_FPS for i in range(11)])
-    arrival = [f[2] - frames.frames[0][2] for f in frames.frames[:11]]
-    # Frame i is due i/fps after the first: never early, not much late.
+    # Frame i is due i/fps after the capture started, which is after `started`: it can
+    # never arrive before started + i/fps (an unpaced file delivers all 11 within
+    # milliseconds). Measured from `started`, not from frame 0's arrival: on a loaded CI
+    # machine frame 0 reached the loop 0.1 s late and frame 1 then looked early.
+    arrival = [f[2] - started for f in frames.frames[:11]]
     for i, a in enumerate(arrival):
         assert a >= ts[i] - 0.02, f"frame {i} came {ts[i] - a:.3f} s early"
-    assert arrival[10] == pytest.approx(1.0, abs=0.25)
+    # Not much late either: opening the file and a busy machine are the slack.
+    assert arrival[10] <= 1.0 + 1.0
     assert cam.dropped == 0
     assert cam.fps == pytest.approx(SAMPLE_FPS, rel=0.3)
 

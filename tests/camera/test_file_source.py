@@ -90,7 +90,9 @@ async def test_realtime_file_is_paced_at_its_frame_rate() -> None:
     # Not much late either: opening the file and a busy machine are the slack.
     assert arrival[10] <= 1.0 + 1.0
     assert cam.dropped == 0
-    assert cam.fps == pytest.approx(SAMPLE_FPS, rel=0.3)
+    # The fps window starts at frame 0's arrival, which can be late: a band, not a point
+    # (an unpaced file gives hundreds).
+    assert SAMPLE_FPS / 2 < cam.fps < SAMPLE_FPS * 2
 
 
 @pytest.mark.parametrize("on_end", ["stop", "exit"])

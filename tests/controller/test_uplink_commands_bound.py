@@ -32,6 +32,8 @@ async def test_a_burst_of_slow_commands_runs_at_most_the_bound_at_once(broker: B
 
     async def slow(payload: bytes) -> None:
         nonlocal running, peak
+        if payload == b"probe":
+            return
         running += 1
         peak = max(peak, running)
         try:
@@ -51,10 +53,13 @@ async def test_a_burst_of_slow_commands_runs_at_most_the_bound_at_once(broker: B
         async with asyncio.timeout(20):
             while not up.connected:  # noqa: ASYNC110 - the uplink has no event for it
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)  # its subscription is in place
+            while up.commands_received == 0:  # its subscription is in place
+                pub.publish(topics.command, "probe", qos=1)
+                await asyncio.sleep(0.1)
+            probes = up.commands_received
             for i in range(n):
                 pub.publish(topics.command, f'{{"id": "c{i}"}}', qos=1)
-            while up.commands_received < uplink_mqtt.COMMANDS_IN_FLIGHT:  # noqa: ASYNC110
+            while up.commands_received < probes + uplink_mqtt.COMMANDS_IN_FLIGHT:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.5)  # the others have had time to arrive
             assert running == peak == uplink_mqtt.COMMANDS_IN_FLIGHT

@@ -18,7 +18,8 @@ LOST_AFTER_S = 1.0
 TIMEOUT_S = 0.1
 # Lost is judged from the last good reply (at most one poll before the peer fell silent)
 # and seen by the hub's next tick; allow for a busy CI machine on top.
-SLACK_S = 0.4
+SLACK_S = 1.0  # the hub's tick and a loaded 2-core CI machine (0.4 s was tight)
+LATE_POLL_S = 0.3  # a late poll leaves the last contact earlier than it seems
 
 
 def cfg(port: str, **extra: Any) -> dict[str, Any]:
@@ -87,7 +88,7 @@ async def test_a_silent_peer_is_lost_in_time_and_restored(sim: ModbusChargerSim)
         t_drop = time.monotonic()
         sim.drop_off()
         t_lost, ev = await cap.wait_event("periph_lost", "charger-1", within_s=5)
-        assert LOST_AFTER_S - POLL_S <= t_lost - t_drop <= LOST_AFTER_S + SLACK_S, \
+        assert LOST_AFTER_S - POLL_S - LATE_POLL_S <= t_lost - t_drop <= LOST_AFTER_S + SLACK_S, \
             t_lost - t_drop
         assert ev["reasons"] == ["no_answer"]
         _, p = await cap.wait_status("charger-1", lambda p: p["health"] == "lost")

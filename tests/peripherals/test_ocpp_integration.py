@@ -19,7 +19,7 @@ from edge_controller.peripherals.ocpp_proxy import OcppProxyAdapter
 from .conftest import Captured, running_hub, state
 
 LOST_AFTER_S = 1.0
-SLACK_S = 0.3  # the hub's tick plus scheduling on a busy machine
+SLACK_S = 1.0  # the hub's tick, a WebSocket handshake and a loaded 2-core CI machine
 SESSION = ["Available", "Preparing", "Charging", "Finishing", "Available"]
 
 

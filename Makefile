@@ -66,13 +66,17 @@ soak: venv firmware
 
 # A whole simulated pole for SOAK_MINUTES (default 60) in real time, broker outages
 # every 5 min; prints slopes of RSS, PSS, heap, fds, threads, tasks and a verdict.
+# SOAK_ARGS: the command replay cache is sized to fill during the warm-up (its own bound
+# is tested in tests/controller/test_command_trust.py); add --no-tracemalloc to run the
+# controller on Python's own allocator, as on a pole (see docs/operations.md).
 SOAK_MINUTES ?= 60
+SOAK_ARGS ?= --replay-cache 200
 soak-controller: venv firmware
-	$(PY) bench/soak_controller.py --minutes $(SOAK_MINUTES)
+	$(PY) bench/soak_controller.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # The accelerated soak: camera as fast as analysis takes frames, outages every 30 s.
 soak-controller-fast: venv firmware
-	$(PY) bench/soak_controller.py --accelerated --minutes 10
+	$(PY) bench/soak_controller.py --accelerated --minutes 10 $(SOAK_ARGS)
 
 fuzz: venv
 	FUZZ_EXAMPLES=200000 $(PY) -m pytest -q tests/fuzz

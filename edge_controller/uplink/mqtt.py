@@ -35,8 +35,6 @@ from edge_controller.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-COMMANDS_IN_FLIGHT = 64  # commands running at once (a lamp fade takes seconds)
-INCOMING_QUEUE = 1000  # messages the client holds for us before it drops (and logs) more
 __all__ = ["Record", "Uplink", "backoff_delays"]
 
 
@@ -92,9 +90,11 @@ class Uplink:
         self.published = 0
         self.refused = 0
         self.commands_received = 0
-        # Commands run as tasks, held here (the loop keeps only weak references) and at
-        # most COMMANDS_IN_FLIGHT at once: beyond that the receive loop waits, and the
-        # client's queue (INCOMING_QUEUE messages, then dropped and logged) takes the rest.
+        # Commands run as tasks, held here until they end: the event loop keeps only weak
+        # references, so an unheld task can be collected mid-command. Not capped: the
+        # receive loop must never wait behind slow commands (the signal feed shares it),
+        # and dropping a command would lose its result; their number is the backend's
+        # command rate times their length (a lamp fade: seconds).
         self._command_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -209,7 +209,6 @@ class Uplink:
             # Small, latency-sensitive messages (command results): no Nagle delay.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             clean_session=None if v5 else True,
-            max_queued_incoming_messages=INCOMING_QUEUE,
         )
 
     async def _connect(self) -> aiomqtt.Client:
@@ -359,9 +358,6 @@ class Uplink:
             self.commands_received += 1
             payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
             # Commands run concurrently so a slow one (a lamp fade) never blocks the next.
-            while len(self._command_tasks) >= COMMANDS_IN_FLIGHT:
-                await asyncio.wait(set(self._command_tasks),
-                                   return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.get_running_loop().create_task(self._on_command(payload))
             self._command_tasks.add(task)
             task.add_done_callback(self._command_tasks.discard)

@@ -147,8 +147,11 @@ async def test_exception_replies_and_bad_values(sim: ModbusChargerSim,
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edge_controller.peripherals"):
         async with running_hub(cfg(sim.port)) as (_hub, cap):
-            _, p = await cap.wait_status("charger-1", lambda p: p["health"] == "degraded")
-            assert p["reasons"] == ["bad_value"] and p["charger"] is None
+            # On a loaded machine a reply can miss its timeout once (malformed_reply, the
+            # next read gets it): wait for the reason this is about.
+            _, p = await cap.wait_status("charger-1", lambda p: p["health"] == "degraded"
+                                         and "bad_value" in p["reasons"])
+            assert p["charger"] is None
     assert any("connector state code 99" in r.getMessage() for r in caplog.records)
 
 

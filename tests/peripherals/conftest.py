@@ -95,9 +95,27 @@ async def running_hub(cfg: dict[str, Any], **kw: Any) -> AsyncIterator[tuple[Per
     try:
         yield hub, cap
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel_hub(task)
+
+
+async def _cancel_hub(task: asyncio.Task[None]) -> None:
+    """Cancel the hub and wait for it. On Python 3.11 a library's `asyncio.wait_for`
+    (pymodbus') can drop a cancellation, and the hub's TaskGroup cancels its adapters only
+    once: a test whose wait timed out then hung here until pytest-timeout's 300 s instead
+    of failing. Its adapters are cancelled again until it ends (as the supervisor does
+    with its own tasks)."""
+    task.cancel()
+    for _ in range(100):
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            break
+        for t in asyncio.all_tasks():
+            if t.get_name().startswith("periph.") and not t.done():
+                t.cancel()
+    else:
+        raise AssertionError("the hub did not stop within 10 s of its cancellation")
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @pytest.fixture(autouse=True)
